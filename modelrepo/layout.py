@@ -34,6 +34,8 @@ def publish_version(model_dir: Path, staging_dir: Path, version: int | None = No
     target = model_dir / str(target_version)
     if target.exists():
         raise FileExistsError(f"{target} already exists")
+    # mkdtemp creates 0700 folders; a published version must be readable by the service user.
+    staging_dir.chmod(0o755)
     _fsync_tree(staging_dir)
     staging_dir.rename(target)
     _fsync_dir(model_dir)
