@@ -119,6 +119,9 @@ class AuditSettings:
                                          "`audit-signing.key` or `<state_dir>/keys/`).", None)
     group_commit_ms: float = _doc("Longest a record waits to share a transaction.", 2.0)
     checkpoint_every: int = _doc("Write a signed checkpoint after this many records.", 1000)
+    checkpoint_interval_s: float = _doc("Also write a signed checkpoint when records are this old and "
+                                        "not yet covered by one (bounds what a truncation can hide).",
+                                        60.0)
 
 
 @dataclass(frozen=True)
