@@ -1,0 +1,99 @@
+"""Admission control: bounded in-flight work plus a bounded, prioritised waiting queue per model.
+
+Past both bounds (or the queued-bytes cap) a request is refused at once with ``Overloaded``
+(HTTP 429 + Retry-After) instead of queueing until the client times out. A request whose
+deadline passes while waiting is refused with ``DeadlineExceeded`` (504) before inference.
+Slots are taken and released only through ``async with admission.slot(...)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from appliance.errors import DeadlineExceeded, Overloaded
+
+
+@dataclass(order=True, slots=True)
+class _Waiter:
+    priority: int
+    seq: int
+    future: asyncio.Future[None] = field(compare=False)
+    nbytes: int = field(compare=False)
+
+
+class Admission:
+    def __init__(self, name: str, *, max_concurrency: int, max_queue: int, max_queued_bytes: int) -> None:
+        self.name = name
+        self.max_concurrency = max(1, max_concurrency)
+        self.max_queue = max_queue
+        self.max_queued_bytes = max_queued_bytes
+        self.in_flight = 0
+        self.queued_bytes = 0
+        self._waiters: list[_Waiter] = []
+        self._seq = itertools.count()
+        self._service_time = 0.005  # EWMA of seconds a slot is held, for Retry-After
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def retry_after(self) -> float:
+        """Seconds until the queue ahead would likely have drained (at least one)."""
+        backlog = (self.waiting + self.in_flight) / self.max_concurrency
+        return max(1.0, math.ceil(backlog * self._service_time))
+
+    @asynccontextmanager
+    async def slot(self, nbytes: int = 0, priority: int = 0, deadline: float | None = None) -> AsyncIterator[None]:
+        if self.in_flight < self.max_concurrency and not self._waiters:
+            self.in_flight += 1
+        else:
+            await self._wait(nbytes, priority, deadline)
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self._service_time += 0.1 * ((time.monotonic() - started) - self._service_time)
+            self._release()
+
+    async def _wait(self, nbytes: int, priority: int, deadline: float | None) -> None:
+        if len(self._waiters) >= self.max_queue or self.queued_bytes + nbytes > self.max_queued_bytes:
+            raise Overloaded(f"model '{self.name}' is at capacity; retry later", retry_after=self.retry_after())
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter = _Waiter(priority, next(self._seq), future, nbytes)
+        heapq.heappush(self._waiters, waiter)
+        self.queued_bytes += nbytes
+        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            await asyncio.wait_for(asyncio.shield(future), timeout)
+        except TimeoutError:
+            self._abandon(waiter)
+            raise DeadlineExceeded("deadline passed while waiting for admission") from None
+        except asyncio.CancelledError:
+            self._abandon(waiter)
+            raise
+        finally:
+            self.queued_bytes -= nbytes
+
+    def _abandon(self, waiter: _Waiter) -> None:
+        if waiter.future.done() and not waiter.future.cancelled():
+            self._release()  # granted at the moment the waiter gave up: hand the slot on
+            return
+        waiter.future.cancel()
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+            heapq.heapify(self._waiters)
+
+    def _release(self) -> None:
+        self.in_flight -= 1
+        while self._waiters and self.in_flight < self.max_concurrency:
+            waiter = heapq.heappop(self._waiters)
+            if not waiter.future.done():
+                self.in_flight += 1
+                waiter.future.set_result(None)

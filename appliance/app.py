@@ -1,0 +1,62 @@
+"""The application factory: the only place where the parts are connected."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from appliance.cache import PredictionCache
+from appliance.config import Settings
+from appliance.keys import METRICS, REPOSITORY, SERVICE, SETTINGS, STATE, ServerState
+from appliance.metrics import Metrics
+from appliance.protocol.middleware import request_middleware
+from appliance.protocol.routes import add_routes
+from appliance.repository import Repository
+from appliance.service import InferenceService
+
+log = logging.getLogger("appliance")
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.http.max_body_bytes, middlewares=[request_middleware])
+    metrics = Metrics()
+    repository = Repository(settings)
+    app[SETTINGS] = settings
+    app[METRICS] = metrics
+    app[REPOSITORY] = repository
+    app[STATE] = ServerState()
+    app[SERVICE] = InferenceService(settings, repository, metrics,
+                                    PredictionCache(settings.cache.max_bytes, settings.cache.ttl_s))
+    add_routes(app)
+    app.cleanup_ctx.append(_models)
+    return app
+
+
+async def _models(app: web.Application) -> AsyncIterator[None]:
+    """Load the repository in a thread after the socket is open, so liveness answers at once
+    and readiness turns true when the models are compiled."""
+    repository, state = app[REPOSITORY], app[STATE]
+
+    async def load() -> None:
+        await asyncio.to_thread(repository.load_all)
+        _publish_model_gauges(app)
+        state.ready = True
+        log.info("ready", extra={"fields": {"models": [e.name for e in repository.models()]}})
+
+    task = asyncio.create_task(load())
+    yield
+    await asyncio.gather(task, return_exceptions=True)
+    await asyncio.to_thread(repository.close)
+
+
+def _publish_model_gauges(app: web.Application) -> None:
+    gauge = app[METRICS].model_ready
+    for entry in app[REPOSITORY].models():
+        for number, version in entry.versions.items():
+            compiled, manifest = version.compiled, version.manifest
+            gauge.labels(entry.name, str(number), compiled.runtime if compiled else "",
+                         compiled.device if compiled else "",
+                         manifest.precision if manifest else "").set(1 if version.ready else 0)

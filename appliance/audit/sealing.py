@@ -1,0 +1,151 @@
+"""How one record becomes one stored row: what is sealed, the AEAD, and the chain hash.
+
+Clear columns — seq, time, action, model, version, status, latency_ms, cache_hit, device — are
+operational facts: what the appliance did, when, with which model and how fast. Operators need
+them to count, filter (``export --since``, ``purge --before``) and alert without holding the key,
+and they name neither a person nor the data.
+
+Sealed (AES-256-GCM, one fresh random 96-bit nonce per record):
+
+* principal, client address, request id — identify a person or a session and join other logs;
+* input/output SHA-256 — a hash of a low-entropy input (an age, a yes/no form) can be brute-forced
+  back to the input, so it is as sensitive as the input;
+* summary — the prediction itself (a class, a score) is personal data in most deployments;
+* detail (free text) and payload (captured inputs/outputs, only when the model opts in).
+
+The associated data binds the sequence number, key id and previous hash, so a sealed blob cannot
+be moved to another position, relabelled with another key id or spliced into another chain.
+The row hash covers every stored column (clear values, key id, nonce, ciphertext, previous hash)
+in an unambiguous length-prefixed encoding. Ciphertext length reveals plaintext length.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from cryptography.exceptions import InvalidTag
+
+from appliance.audit.keys import Keyring
+from appliance.audit.model import AuditError, AuditRecord
+
+#: Stored columns in hashing order; ``row_hash`` (last) covers all the others.
+COLUMNS = ("seq", "time", "action", "model", "version", "status", "latency_ms", "cache_hit", "device",
+           "key_id", "nonce", "ciphertext", "prev_hash", "row_hash")
+SEALED_FIELDS = ("request_id", "principal", "client", "input_sha256", "output_sha256", "summary",
+                 "detail")
+_HASH_DOMAIN = b"appliance-audit-row-v1"
+_AAD_DOMAIN = b"appliance-audit-aad-v1"
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+class SealError(AuditError):
+    """A row's ciphertext does not authenticate under its seq, key id and previous hash."""
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A record turned into the bytes to seal, before its place in the chain is known."""
+
+    time: str
+    action: str
+    model: str
+    version: str
+    status: int
+    latency_ms: float
+    cache_hit: int
+    device: str
+    plaintext: bytes
+
+
+def format_time(ns: int) -> str:
+    """UTC ISO 8601 with microseconds and ``Z``: sorts as text, so range queries use the index."""
+    secs, rem = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{rem // 1000:06d}Z"
+
+
+def _clean(text: str) -> str:
+    """SQLite and JSON refuse lone surrogates; one odd client string must not fail a batch."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+def _plaintext(record: AuditRecord) -> bytes:
+    header: dict[str, Any] = {}
+    for name in SEALED_FIELDS:
+        value = getattr(record, name)
+        if value:
+            header[name] = _clean(value) if isinstance(value, str) else value
+    try:
+        encoded = orjson.dumps(header, option=_JSON_OPTIONS)
+    except TypeError as exc:
+        raise AuditError(f"audit record summary is not JSON-serialisable: {exc}") from None
+    return len(encoded).to_bytes(4, "big") + encoded + (record.payload or b"")
+
+
+def prepare(record: AuditRecord, time_ns: int) -> Prepared:
+    """Everything that can fail about a record (encoding), done before it takes a seq."""
+    latency = float(record.latency_ms)
+    return Prepared(
+        time=format_time(time_ns), action=_clean(record.action), model=_clean(record.model),
+        version=_clean(str(record.version)), status=int(record.status),
+        latency_ms=latency if math.isfinite(latency) else -1.0, cache_hit=int(bool(record.cache_hit)),
+        device=_clean(record.device), plaintext=_plaintext(record),
+    )
+
+
+def associated_data(seq: int, kid: str, prev_hash: bytes) -> bytes:
+    return _AAD_DOMAIN + seq.to_bytes(8, "big") + kid.encode("ascii") + prev_hash
+
+
+def row_hash(values: Sequence[Any]) -> bytes:
+    """SHA-256 over the stored values, each type-normalised and length-prefixed."""
+    digest = hashlib.sha256(_HASH_DOMAIN)
+    for value in values:
+        if isinstance(value, bytes):
+            data = value
+        elif isinstance(value, float):
+            data = value.hex().encode()
+        else:
+            data = str(value).encode("utf-8")
+        digest.update(len(data).to_bytes(4, "big"))
+        digest.update(data)
+    return digest.digest()
+
+
+def genesis_hash(log_id: str) -> bytes:
+    """The 'previous hash' of seq 1: unique per database so chains cannot be mixed."""
+    return hashlib.sha256(b"appliance-audit-genesis:" + log_id.encode("ascii")).digest()
+
+
+def seal(p: Prepared, seq: int, prev_hash: bytes, keyring: Keyring) -> tuple[Any, ...]:
+    """The stored row (in COLUMNS order) for ``p`` at position ``seq`` after ``prev_hash``."""
+    kid = keyring.active_id
+    nonce = os.urandom(12)
+    ciphertext = keyring.cipher(kid).encrypt(nonce, p.plaintext, associated_data(seq, kid, prev_hash))
+    values = (seq, p.time, p.action, p.model, p.version, p.status, p.latency_ms, p.cache_hit, p.device,
+              kid, nonce, ciphertext, prev_hash)
+    return (*values, row_hash(values))
+
+
+def unseal(row: Mapping[str, Any], keyring: Keyring) -> dict[str, Any]:
+    """The sealed fields of a stored row (``payload`` as bytes or None); SealError if tampered."""
+    aad = associated_data(row["seq"], row["key_id"], row["prev_hash"])
+    try:
+        plain = keyring.cipher(row["key_id"]).decrypt(row["nonce"], row["ciphertext"], aad)
+    except (InvalidTag, ValueError, TypeError):
+        raise SealError(f"seq {row['seq']}: ciphertext does not authenticate") from None
+    size = int.from_bytes(plain[:4], "big")
+    header = orjson.loads(plain[4:4 + size])
+    fields = {name: header.get(name, None if name == "summary" else "") for name in SEALED_FIELDS}
+    fields["payload"] = plain[4 + size:] or None
+    return fields

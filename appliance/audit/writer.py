@@ -1,0 +1,215 @@
+"""The writer thread: seals records, group-commits them and signs checkpoints.
+
+All disk and crypto work of the log happens here, never on the event loop. Records that arrive
+while one transaction commits, or within ``group_commit_ms`` of the first record of a batch, share
+the next transaction and its single fsync; awaiting appenders are woken with one
+``call_soon_threadsafe`` per event loop per batch. The chain head is read inside each
+``BEGIN IMMEDIATE`` transaction, so another process (the CLI rotating a key, a purge) may append
+to the same log without forking the chain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from appliance.audit import checkpoints, store
+from appliance.audit.keys import Keyring
+from appliance.audit.model import AuditError, AuditRecord, AuditStats
+from appliance.audit.sealing import Prepared, prepare, seal
+
+_log = logging.getLogger(__name__)
+_MAX_BATCH = 4096
+
+
+@dataclass(slots=True)
+class Item:
+    record: AuditRecord
+    time_ns: int
+    enqueued: float
+    future: asyncio.Future[None] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+@dataclass(slots=True)
+class Stop:
+    future: asyncio.Future[None] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WriterConfig:
+    checkpoint_path: Path
+    group_commit_s: float
+    checkpoint_every: int
+    checkpoint_interval_s: float
+
+
+def _settle(futures: list[asyncio.Future[None]], error: str | None) -> None:
+    for future in futures:
+        if future.done():
+            continue
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(AuditError(error))
+
+
+def wake(items: Sequence[Item | Stop], error: str | None = None) -> None:
+    """Resolve the futures of ``items`` on their own loops, one callback per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = {}
+    for item in items:
+        if item.future is not None and item.loop is not None:
+            by_loop.setdefault(item.loop, []).append(item.future)
+    for loop, futures in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, futures, error)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
+
+
+class Writer(threading.Thread):
+    """Owns the database connection and the signing key; everything else talks to its queue."""
+
+    def __init__(self, db: sqlite_utils.Database, log_id: str, keyring: Keyring,
+                 signing_key: Ed25519PrivateKey, config: WriterConfig) -> None:
+        super().__init__(name="audit-writer", daemon=True)
+        self._db, self._log_id, self._keyring, self._signing_key = db, log_id, keyring, signing_key
+        self._config = config
+        self._queue: queue.SimpleQueue[Item | Stop] = queue.SimpleQueue()
+        self._inflight = self._written = self._commits = 0
+        self._last_commit: float | None = None
+        self._busy_since: float | None = None
+        self._last_error: str | None = None
+        self._key_noted = False
+        self._head = store.head(db.conn, log_id)
+        self._cp_seq, self._cp_time = -1, 0.0
+
+    # -- called from any thread -------------------------------------------------------------
+    def submit(self, item: Item | Stop) -> None:
+        self._queue.put(item)
+
+    def stats(self) -> AuditStats:
+        busy = self._busy_since
+        return AuditStats(
+            records_written=self._written, records_pending=self._queue.qsize() + self._inflight,
+            last_commit_monotonic=self._last_commit,
+            writer_lag_seconds=0.0 if busy is None else max(0.0, time.monotonic() - busy),
+            commits=self._commits, last_checkpoint_seq=self._cp_seq,
+            healthy=self.is_alive() and self._last_error is None, last_error=self._last_error,
+        )
+
+    # -- writer thread ------------------------------------------------------------------------
+    def checkpoint(self, kind: str = "checkpoint") -> None:
+        """Sign the head this writer last saw (also called once from open(), before start())."""
+        seq, head = self._head
+        checkpoints.append(self._config.checkpoint_path,
+                           checkpoints.make(self._signing_key, kind, self._log_id, seq, head, time.time_ns()))
+        self._cp_seq, self._cp_time = seq, time.monotonic()
+
+    def run(self) -> None:
+        stop: Stop | None = None
+        while stop is None:
+            batch, stop = self._collect()
+            if batch:
+                self._commit(batch)
+            self._maybe_checkpoint(force=stop is not None)
+        self._db.close()
+        wake([stop])
+
+    def _checkpoint_wait(self) -> float | None:
+        if self._head[0] == self._cp_seq:
+            return None
+        return max(0.0, self._cp_time + self._config.checkpoint_interval_s - time.monotonic())
+
+    def _collect(self) -> tuple[list[Item], Stop | None]:
+        try:
+            first = self._queue.get(timeout=self._checkpoint_wait())
+        except queue.Empty:
+            return [], None
+        if isinstance(first, Stop):
+            return [], first
+        batch = [first]
+        deadline = first.enqueued + self._config.group_commit_s
+        while len(batch) < _MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if isinstance(item, Stop):
+                return batch, item
+            batch.append(item)
+        return batch, None
+
+    def _prepare(self, batch: list[Item]) -> tuple[list[Item], list[Prepared]]:
+        ready, prepared = [], []
+        for item in batch:
+            try:
+                prepared.append(prepare(item.record, item.time_ns))
+                ready.append(item)
+            except Exception as exc:  # one bad record must not sink the batch
+                _log.error("audit record refused: %s", exc)
+                wake([item], f"audit record refused: {exc}")
+        return ready, prepared
+
+    def _commit(self, batch: list[Item]) -> None:
+        self._busy_since, self._inflight = batch[0].enqueued, len(batch)
+        ready, prepared = self._prepare(batch)
+        if not prepared:
+            self._busy_since, self._inflight = None, 0
+            return
+        conn = self._db.conn
+        try:
+            with store.immediate(conn):
+                seq, prev = store.head(conn, self._log_id)
+                rows = []
+                for p in prepared:
+                    seq += 1
+                    rows.append(seal(p, seq, prev, self._keyring))
+                    prev = rows[-1][-1]
+                if not self._key_noted:
+                    store.note_key(conn, self._keyring.active_id, rows[0][0], rows[0][1])
+                store.insert_rows(conn, rows)
+        except Exception as exc:
+            self._last_error = f"audit commit failed: {exc}"
+            _log.error("%s (%d records lost)", self._last_error, len(ready))
+            wake(ready, self._last_error)
+            return
+        finally:
+            self._busy_since, self._inflight = None, 0
+        self._key_noted = True
+        self._head = (seq, prev)
+        self._written += len(ready)
+        self._commits += 1
+        self._last_commit = time.monotonic()
+        self._last_error = None
+        wake(ready)
+
+    def _maybe_checkpoint(self, *, force: bool) -> None:
+        seq = self._head[0]
+        if seq == self._cp_seq:
+            return
+        due = (force or seq - self._cp_seq >= self._config.checkpoint_every
+               or time.monotonic() - self._cp_time >= self._config.checkpoint_interval_s)
+        if not due:
+            return
+        try:
+            self.checkpoint()
+        except OSError as exc:
+            self._last_error = f"audit checkpoint failed: {exc}"
+            _log.error("%s", self._last_error)

@@ -1,0 +1,99 @@
+"""Local prediction cache: LRU with a byte budget and a time to live.
+
+The key is a BLAKE2b digest of the model name, the *resolved* version (and its load time, so
+a reloaded version never serves an old entry), the requested outputs and every input's name,
+datatype, shape and bytes — never the request JSON, whose ``id`` would defeat it. Only
+successful outputs are stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+Outputs = dict[str, np.ndarray]
+
+
+@dataclass(slots=True)
+class _Entry:
+    owner: str
+    outputs: Outputs
+    nbytes: int
+    expires: float
+
+
+def cache_key(model: str, version: str, generation: float, outputs: Iterable[str] | None,
+              inputs: dict[str, np.ndarray]) -> bytes:
+    digest = hashlib.blake2b(digest_size=32)
+    digest.update(f"{model}\0{version}\0{generation!r}\0".encode())
+    digest.update(("\0".join(sorted(outputs)) if outputs is not None else "*").encode())
+    for name in sorted(inputs):
+        array = inputs[name]
+        digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        if array.dtype.kind == "O":
+            for item in array.reshape(-1):
+                digest.update(len(item).to_bytes(4, "little"))
+                digest.update(item)
+        else:
+            digest.update(np.ascontiguousarray(array).data)
+    return digest.digest()
+
+
+class PredictionCache:
+    def __init__(self, max_bytes: int, ttl_s: float) -> None:
+        self.max_bytes = max_bytes
+        self.ttl_s = ttl_s
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: bytes) -> Outputs | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        if entry.expires <= time.monotonic():
+            self._remove(key)
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry.outputs
+
+    def put(self, key: bytes, owner: str, outputs: Outputs) -> None:
+        nbytes = sum(a.nbytes for a in outputs.values()) + 64 * len(outputs) + 128
+        if nbytes > self.max_bytes:
+            return
+        if key in self._entries:
+            self._remove(key)
+        # Store private read-only copies: batch slices are views into a shared array.
+        frozen = {}
+        for name, array in outputs.items():
+            copy = np.array(array, copy=True)
+            copy.flags.writeable = False
+            frozen[name] = copy
+        self._entries[key] = _Entry(owner, frozen, nbytes, time.monotonic() + self.ttl_s)
+        self.bytes += nbytes
+        while self.bytes > self.max_bytes:
+            oldest = next(iter(self._entries))
+            self._remove(oldest)
+
+    def drop_owner(self, owner: str) -> int:
+        """Forget every entry of one model version (unloaded or replaced)."""
+        doomed = [k for k, e in self._entries.items() if e.owner == owner]
+        for key in doomed:
+            self._remove(key)
+        return len(doomed)
+
+    def _remove(self, key: bytes) -> None:
+        entry = self._entries.pop(key)
+        self.bytes -= entry.nbytes

@@ -1,0 +1,112 @@
+"""``appliance serve``: run the server in the foreground until SIGTERM/SIGINT, then drain."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from appliance.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("appliance")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("serve", help="serve the model repository over HTTP")
+    parser.add_argument("--config", type=Path, help="appliance.toml (default: built-in defaults)")
+    parser.add_argument("--host", help="address to bind (server.host)")
+    parser.add_argument("--port", type=int, help="port (server.port)")
+    parser.add_argument("--models", type=Path, help="model repository (server.models)")
+    parser.add_argument("--state-dir", type=Path, help="writable state folder (server.state_dir)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow serving without authentication on a non-loopback address")
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    changes = {k: v for k, v in {
+        "host": args.host, "port": args.port, "models": args.models, "state_dir": args.state_dir,
+    }.items() if v is not None}
+    if args.insecure:
+        changes["insecure"] = True
+    return settings.replace("server", **changes) if changes else settings
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_protected_mode(settings: Settings) -> None:
+    """Like Redis' protected mode: no open server on a network address unless told so."""
+    if settings.auth.enabled or settings.server.insecure or is_loopback(settings.server.host):
+        return
+    raise ConfigError(
+        f"refusing to serve {settings.server.host} without authentication: enable [auth] "
+        "(appliance keys create ...) or pass --insecure"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from appliance.logs import configure_logging
+
+    try:
+        settings = settings_from_args(args)
+        check_protected_mode(settings)
+    except ConfigError as exc:
+        print(f"appliance: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.server.log_level)
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        runner = asyncio.run
+    try:
+        return runner(serve(settings))
+    except ConfigError as exc:
+        print(f"appliance: {exc}", file=sys.stderr)
+        return 2
+
+
+async def serve(settings: Settings) -> int:
+    from aiohttp import web
+
+    from appliance.app import create_app
+    from appliance.keys import SERVICE
+    from appliance.tls import server_ssl_context
+
+    ssl_context = server_ssl_context(settings.tls)
+    settings.server.state_dir.mkdir(parents=True, exist_ok=True)
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=settings.server.drain_grace_s,
+                           keepalive_timeout=settings.http.keepalive_timeout_s,
+                           read_bufsize=2**16)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.server.host, settings.server.port, ssl_context=ssl_context,
+                       backlog=1024, reuse_address=True)
+    await site.start()
+    scheme = "https" if ssl_context else "http"
+    log.info("listening", extra={"fields": {"url": f"{scheme}://{settings.server.host}:{settings.server.port}"}})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("draining", extra={"fields": {"grace_s": settings.server.drain_grace_s}})
+    finished = await app[SERVICE].drain(settings.server.drain_grace_s)
+    await runner.cleanup()
+    log.info("stopped", extra={"fields": {"drained": finished}})
+    return 0

@@ -1,0 +1,30 @@
+"""Typed keys for application and request state (``web.AppKey``), in one place."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from appliance.config import Settings
+from appliance.metrics import Metrics
+from appliance.repository import Repository
+from appliance.service import InferenceService, RequestContext
+
+
+@dataclass
+class ServerState:
+    started: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
+    ready: bool = False
+
+
+SETTINGS = web.AppKey("settings", Settings)
+REPOSITORY = web.AppKey("repository", Repository)
+SERVICE = web.AppKey("service", InferenceService)
+METRICS = web.AppKey("metrics", Metrics)
+STATE = web.AppKey("state", ServerState)
+#: Per-request context (request id, principal, deadline...) stored on the request.
+CONTEXT = "appliance.context"
+__all__ = ["CONTEXT", "METRICS", "REPOSITORY", "SERVICE", "SETTINGS", "STATE", "RequestContext", "ServerState"]

@@ -1,0 +1,72 @@
+"""Prometheus metrics of the request path (prometheus-client, one registry per application).
+
+Children are bound once per model version (``VersionMetrics``) so the hot path pays one
+method call per observation, not a label lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter("appliance_requests", "Inference requests by outcome.",
+                                ["model", "version", "protocol", "status"], registry=r)
+        self.request_seconds = Histogram("appliance_request_duration_seconds",
+                                         "Inference request latency inside the server.",
+                                         ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.inference_seconds = Histogram("appliance_inference_duration_seconds",
+                                           "Time from admission to outputs (queue + batch + runtime).",
+                                           ["model", "version"], buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_seconds = Histogram("appliance_queue_wait_seconds", "Time waiting for admission.",
+                                       ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.batch_size = Histogram("appliance_batch_size", "Rows per batch sent to the runtime.",
+                                    ["model", "version"], buckets=BATCH_BUCKETS, registry=r)
+        self.batch_requests = Histogram("appliance_batch_requests", "Requests per batch sent to the runtime.",
+                                        ["model", "version"], buckets=BATCH_BUCKETS, registry=r)
+        self.in_flight = Gauge("appliance_in_flight_requests", "Admitted requests not yet answered.",
+                               ["model"], registry=r)
+        self.queue_depth = Gauge("appliance_queue_depth", "Requests waiting for admission.",
+                                 ["model"], registry=r)
+        self.rejections = Counter("appliance_rejections", "Requests refused by admission or deadline.",
+                                  ["model", "reason"], registry=r)
+        self.cache = Counter("appliance_cache_lookups", "Prediction-cache lookups.",
+                             ["model", "result"], registry=r)
+        self.model_ready = Gauge("appliance_model_ready", "1 when a model version is ready.",
+                                 ["model", "version", "runtime", "device", "precision"], registry=r)
+        self.http_errors = Counter("appliance_http_errors", "Error responses by status code.",
+                                   ["status"], registry=r)
+
+    def for_version(self, model: str, version: str) -> VersionMetrics:
+        return VersionMetrics(
+            request_seconds=self.request_seconds.labels(model, version),
+            inference_seconds=self.inference_seconds.labels(model, version),
+            batch_size=self.batch_size.labels(model, version),
+            batch_requests=self.batch_requests.labels(model, version),
+            ok=self.requests.labels(model, version, "rest", "200"),
+            cache_hit=self.cache.labels(model, "hit"),
+            cache_miss=self.cache.labels(model, "miss"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class VersionMetrics:
+    request_seconds: Histogram
+    inference_seconds: Histogram
+    batch_size: Histogram
+    batch_requests: Histogram
+    ok: Counter
+    cache_hit: Counter
+    cache_miss: Counter
+
+    def observe_batch(self, rows: int, requests: int) -> None:
+        self.batch_size.observe(rows)
+        self.batch_requests.observe(requests)

@@ -1,0 +1,77 @@
+"""ONNX Runtime backend: one session, run by a bounded pool of threads.
+
+``InferenceSession.run`` releases the GIL and is thread-safe, so ``slots`` threads give that
+many batches in flight; the CPU execution provider is named explicitly.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from appliance.runtimes.base import Completion, PortInfo, RuntimeLoadError, Tensors
+from appliance.runtimes.device import onnxruntime_providers
+
+_ORT_TO_PROTOCOL = {
+    "tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32", "tensor(uint64)": "UINT64", "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16", "tensor(int32)": "INT32", "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16", "tensor(float)": "FP32", "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+
+
+def _ports(args: Any) -> tuple[PortInfo, ...]:
+    return tuple(
+        PortInfo(a.name, _ORT_TO_PROTOCOL.get(a.type, "FP32"),
+                 tuple(d if isinstance(d, int) else -1 for d in a.shape))
+        for a in args
+    )
+
+
+class OnnxRuntimeModel:
+    runtime = "onnxruntime"
+
+    def __init__(self, session: Any, device: str, slots: int) -> None:
+        self._session = session
+        self.device = device
+        self.slots = slots
+        self.inputs = _ports(session.get_inputs())
+        self.outputs = _ports(session.get_outputs())
+        self._output_names = [p.name for p in self.outputs]
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="ort")
+
+    def _run(self, inputs: Tensors, done: Completion) -> None:
+        try:
+            results = self._session.run(self._output_names, inputs)
+        except Exception as exc:
+            done(exc)
+            return
+        done(dict(zip(self._output_names, results, strict=True)))
+
+    def start(self, inputs: Tensors, done: Completion) -> None:
+        self._pool.submit(self._run, inputs, done)
+
+    def infer(self, inputs: Tensors) -> Tensors:
+        return dict(zip(self._output_names, self._session.run(self._output_names, inputs), strict=True))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def load_onnxruntime(model_path: Path, *, device: str, nireq: int, threads: int,
+                     model_bytes: bytes | None = None) -> OnnxRuntimeModel:
+    import onnxruntime as ort
+
+    providers, label = onnxruntime_providers(device, ort.get_available_providers())
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    try:
+        session = ort.InferenceSession(model_bytes if model_bytes is not None else str(model_path),
+                                       sess_options=options, providers=providers)
+    except Exception as exc:
+        raise RuntimeLoadError(f"ONNX Runtime could not load {model_path.name}: {exc}") from exc
+    return OnnxRuntimeModel(session, label, max(1, nireq or 2))
