@@ -11,6 +11,7 @@ to the same log without forking the chain.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -71,10 +72,8 @@ def wake(items: Sequence[Item | Stop], error: str | None = None) -> None:
         if item.future is not None and item.loop is not None:
             by_loop.setdefault(item.loop, []).append(item.future)
     for loop, futures in by_loop.items():
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             loop.call_soon_threadsafe(_settle, futures, error)
-        except RuntimeError:  # the loop is closed: nobody is waiting any more
-            pass
 
 
 class Writer(threading.Thread):
