@@ -5,6 +5,7 @@ artifact files and a ``manifest.json`` that names every file with its SHA-256. N
 optimizer nor the server imports the other's internals; they both import this package.
 """
 
+from modelrepo.layout import list_versions, next_version, publish_version, staging_directory
 from modelrepo.manifest import (
     MANIFEST_NAME,
     MANIFEST_SCHEMA,
@@ -15,7 +16,6 @@ from modelrepo.manifest import (
     sha256_file,
     verify_files,
 )
-from modelrepo.layout import list_versions, next_version, publish_version, staging_directory
 
 __all__ = [
     "MANIFEST_NAME",
