@@ -85,7 +85,8 @@ class Writer(threading.Thread):
         self._db, self._log_id, self._keyring, self._signing_key = db, log_id, keyring, signing_key
         self._config = config
         self._queue: queue.SimpleQueue[Item | Stop] = queue.SimpleQueue()
-        self._inflight = self._written = self._commits = 0
+        self._count_lock = threading.Lock()
+        self._submitted = self._settled = self._written = self._commits = 0
         self._last_commit: float | None = None
         self._busy_since: float | None = None
         self._last_error: str | None = None
@@ -95,12 +96,15 @@ class Writer(threading.Thread):
 
     # -- called from any thread -------------------------------------------------------------
     def submit(self, item: Item | Stop) -> None:
+        if isinstance(item, Item):
+            with self._count_lock:
+                self._submitted += 1
         self._queue.put(item)
 
     def stats(self) -> AuditStats:
         busy = self._busy_since
         return AuditStats(
-            records_written=self._written, records_pending=self._queue.qsize() + self._inflight,
+            records_written=self._written, records_pending=self._submitted - self._settled,
             last_commit_monotonic=self._last_commit,
             writer_lag_seconds=0.0 if busy is None else max(0.0, time.monotonic() - busy),
             commits=self._commits, last_checkpoint_seq=self._cp_seq,
@@ -137,6 +141,7 @@ class Writer(threading.Thread):
             return [], None
         if isinstance(first, Stop):
             return [], first
+        self._busy_since = first.enqueued
         batch = [first]
         deadline = first.enqueued + self._config.group_commit_s
         while len(batch) < _MAX_BATCH:
@@ -163,14 +168,14 @@ class Writer(threading.Thread):
                 ready.append(item)
             except Exception as exc:  # one bad record must not sink the batch
                 _log.error("audit record refused: %s", exc)
+                self._settled += 1
                 wake([item], f"audit record refused: {exc}")
         return ready, prepared
 
     def _commit(self, batch: list[Item]) -> None:
-        self._busy_since, self._inflight = batch[0].enqueued, len(batch)
         ready, prepared = self._prepare(batch)
         if not prepared:
-            self._busy_since, self._inflight = None, 0
+            self._busy_since = None
             return
         conn = self._db.conn
         try:
@@ -187,13 +192,15 @@ class Writer(threading.Thread):
         except Exception as exc:
             self._last_error = f"audit commit failed: {exc}"
             _log.error("%s (%d records lost)", self._last_error, len(ready))
+            self._settled += len(ready)
             wake(ready, self._last_error)
             return
         finally:
-            self._busy_since, self._inflight = None, 0
+            self._busy_since = None
         self._key_noted = True
         self._head = (seq, prev)
         self._written += len(ready)
+        self._settled += len(ready)
         self._commits += 1
         self._last_commit = time.monotonic()
         self._last_error = None

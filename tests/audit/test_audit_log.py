@@ -1,0 +1,126 @@
+"""The log itself: strict commits before returning, relaxed does not wait, nothing leaks in clear."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+from audit_testlib import PRINCIPAL, SECRET, check, fill, make_settings, raw, record
+
+from appliance.audit import AuditError, AuditLog, AuditRecord, audit_paths, open_audit_log
+from appliance.audit.export import records as exported
+from appliance.audit.keys import load_keyring
+
+
+async def test_strict_append_returns_after_commit(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, group_commit_ms=50.0)
+    log = AuditLog.open(settings)
+    try:
+        for i in range(3):
+            await log.append(record(i))
+            with sqlite3.connect(audit_paths(settings).database) as other:
+                assert other.execute("SELECT count(*) FROM records").fetchone()[0] == i + 1
+    finally:
+        await log.aclose()
+
+
+async def test_relaxed_append_returns_before_commit_and_close_flushes(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, mode="relaxed", group_commit_ms=300.0)
+    log = AuditLog.open(settings)
+    await log.append(record(0))
+    log.append_nowait(record(1))
+    with sqlite3.connect(audit_paths(settings).database) as other:
+        assert other.execute("SELECT count(*) FROM records").fetchone()[0] == 0
+    assert log.stats().records_pending == 2
+    await log.aclose()
+    stats = log.stats()
+    assert (stats.records_written, stats.records_pending, stats.last_checkpoint_seq) == (2, 0, 2)
+    assert check(settings).ok
+
+
+async def test_concurrent_appends_share_transactions_and_keep_order(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, group_commit_ms=5.0)
+    log = AuditLog.open(settings)
+    await asyncio.gather(*(log.append(record(i)) for i in range(200)))
+    stats = log.stats()
+    await log.aclose()
+    assert stats.records_written == 200 and stats.healthy and stats.last_error is None
+    assert stats.commits < 50  # group commit: far fewer transactions than records
+    keyring = load_keyring(settings.server.state_dir / "keys" / "audit.key")
+    rows = list(exported(audit_paths(settings).database, keyring))
+    assert [r["seq"] for r in rows] == list(range(1, 201))
+    assert sorted(r["request_id"] for r in rows) == sorted(f"req-{i}" for i in range(200))
+    first = next(r for r in rows if r["request_id"] == "req-4")
+    assert first["payload"] is not None and first["summary"] == {"top_class": 4, "confidence": 0.97}
+    assert (first["principal"], first["model"], first["status"], first["cache_hit"]) == (PRINCIPAL, "digits", 200, True)
+    report = check(settings)
+    assert report.ok, report.problems
+    assert report.rows == 200 and report.last_signed_seq == 200
+
+
+async def test_no_plaintext_reaches_the_database_or_wal(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    log = AuditLog.open(settings)
+    await asyncio.gather(*(log.append(record(i, detail="DETAIL-SECRET-91")) for i in range(20)))
+    paths = audit_paths(settings)
+    wal = paths.database.with_name(paths.database.name + "-wal")
+    assert wal.stat().st_size > 0  # the rows are in the WAL right now: grep it too
+    for path in (paths.database, wal, paths.checkpoints):
+        data = path.read_bytes()
+        for needle in (SECRET, PRINCIPAL.encode(), b"req-1", b"DETAIL-SECRET-91", b"10.0.0.7", b"ab" * 32):
+            assert needle not in data, (needle, path)
+    await log.aclose()
+    assert SECRET not in paths.database.read_bytes()
+
+
+async def test_bad_record_fails_alone(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    log = AuditLog.open(settings)
+    good = log.append(record(0))
+    bad = log.append(AuditRecord("infer", summary={"when": object()}))
+    results = await asyncio.gather(good, bad, return_exceptions=True)
+    assert results[0] is None
+    assert isinstance(results[1], AuditError) and "not JSON-serialisable" in str(results[1])
+    await log.aclose()
+    with raw(settings) as conn:
+        assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 1
+
+
+async def test_closed_log_refuses_and_disabled_log_records_nothing(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    log = AuditLog.open(settings)
+    await log.aclose()
+    with pytest.raises(AuditError, match="closed"):
+        await log.append(record(0))
+    disabled = open_audit_log(settings.replace("audit", enabled=False))
+    await disabled.append(record(0))
+    assert disabled.stats().records_written == 0
+
+
+async def test_reopen_continues_the_chain_and_interval_checkpoint(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, checkpoint_every=10_000, checkpoint_interval_s=0.05)
+    await fill(settings, 5)
+    log = AuditLog.open(settings)
+    await log.append(record(5))
+    for _ in range(250):  # up to 5 s
+        if log.stats().last_checkpoint_seq == 6:
+            break
+        await asyncio.sleep(0.02)
+    assert log.stats().last_checkpoint_seq == 6  # signed by the timer, before close
+    await log.aclose()
+    report = check(settings)
+    assert report.ok and report.rows == 6
+
+
+def test_schema_is_versioned(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    AuditLog.open(settings).close()
+    with raw(settings) as conn:
+        names = [row[0] for row in conn.execute("SELECT name FROM migrations")]
+        assert names == ["0001_initial"]
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.execute("INSERT INTO migrations VALUES ('9999_future', 'x')")
+    with pytest.raises(AuditError, match="newer release"):
+        AuditLog.open(settings)
