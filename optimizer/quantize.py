@@ -89,5 +89,6 @@ def float_nodes(model: Any) -> list[str]:
             continue
         producers = {value.get_node().get_type_name() for value in op.input_values()}
         if "FakeQuantize" not in producers:
-            names.append(op.get_friendly_name())
+            # The ONNX frontend splits Gemm into "<name>/WithoutBiases" (MatMul) + "<name>" (Add).
+            names.append(op.get_friendly_name().removesuffix("/WithoutBiases"))
     return names
