@@ -8,7 +8,7 @@ source; the optimizer (``appliance optimize``) publishes INT8 versions beside it
 Also writes ``<repository>/digits/data/{calibration,eval}.npz`` (one array per input, ``labels``
 in eval) so the optimizer and the tests have held-out data.
 
-Usage: ``python models/build_samples.py [--repository DIR] [--force]``
+Usage: ``python models/build_samples.py [--repository DIR] [--force] [--with-int8 | --fp32-only]``
 """
 
 from __future__ import annotations
@@ -145,10 +145,34 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=REPOSITORY)
     parser.add_argument("--force", action="store_true", help="rebuild even if version 1 exists")
+    int8 = parser.add_mutually_exclusive_group()
+    int8.add_argument("--with-int8", dest="int8", action="store_true", default=True,
+                      help="also publish the INT8 OpenVINO and ONNX versions (default)")
+    int8.add_argument("--fp32-only", dest="int8", action="store_false",
+                      help="publish only the FP32 source version")
     args = parser.parse_args(argv)
     started = time.monotonic()
     path = build_digits(args.repository, force=args.force)
     print(f"digits: {path} ready in {time.monotonic() - started:.1f} s")
+    if args.int8:
+        return _publish_int8(args.repository)
+    return 0
+
+
+def _publish_int8(repository: Path) -> int:
+    """INT8 versions through the optimizer (gated on accuracy, like any user model)."""
+    started = time.monotonic()
+    from optimizer import OptimizerError, optimize_bundled
+
+    try:
+        versions = optimize_bundled(repository)
+    except OptimizerError as exc:
+        print(f"digits: INT8 not published: {exc}", file=sys.stderr)
+        return 1
+    if not versions:
+        print("digits: INT8 versions already present")
+    else:
+        print(f"digits: INT8 versions {versions} published in {time.monotonic() - started:.1f} s")
     return 0
 
 
