@@ -64,10 +64,17 @@ class Prepared:
     plaintext: bytes
 
 
+_second: list[Any] = [None, ""]  # (epoch second, its formatted prefix): one strftime per second
+
+
 def format_time(ns: int) -> str:
     """UTC ISO 8601 with microseconds and ``Z``: sorts as text, so range queries use the index."""
     secs, rem = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{rem // 1000:06d}Z"
+    cached = _second
+    if cached[0] != secs:
+        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        cached[0] = secs
+    return f"{cached[1]}.{rem // 1000:06d}Z"
 
 
 def _clean(text: str) -> str:
@@ -109,7 +116,7 @@ def associated_data(seq: int, kid: str, prev_hash: bytes) -> bytes:
 
 def row_hash(values: Sequence[Any]) -> bytes:
     """SHA-256 over the stored values, each type-normalised and length-prefixed."""
-    digest = hashlib.sha256(_HASH_DOMAIN)
+    parts = [_HASH_DOMAIN]
     for value in values:
         if isinstance(value, bytes):
             data = value
@@ -117,9 +124,9 @@ def row_hash(values: Sequence[Any]) -> bytes:
             data = value.hex().encode()
         else:
             data = str(value).encode("utf-8")
-        digest.update(len(data).to_bytes(4, "big"))
-        digest.update(data)
-    return digest.digest()
+        parts.append(len(data).to_bytes(4, "big"))
+        parts.append(data)
+    return hashlib.sha256(b"".join(parts)).digest()
 
 
 def genesis_hash(log_id: str) -> bytes:

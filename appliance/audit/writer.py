@@ -1,8 +1,9 @@
 """The writer thread: seals records, group-commits them and signs checkpoints.
 
 All disk and crypto work of the log happens here, never on the event loop. Records that arrive
-while one transaction commits, or within ``group_commit_ms`` of the first record of a batch, share
-the next transaction and its single fsync; awaiting appenders are woken with one
+while one transaction commits share the next transaction and its single fsync (natural group
+commit); ``group_commit_ms`` > 0 also holds a batch open that long after its first record, which
+saves fsyncs but costs every record that wait. Awaiting appenders are woken with one
 ``call_soon_threadsafe`` per event loop per batch. The chain head is read inside each
 ``BEGIN IMMEDIATE`` transaction, so another process (the CLI rotating a key, a purge) may append
 to the same log without forking the chain.
@@ -216,6 +217,6 @@ class Writer(threading.Thread):
             return
         try:
             self.checkpoint()
-        except OSError as exc:
+        except Exception as exc:  # the thread must outlive a full disk: records still flow
             self._last_error = f"audit checkpoint failed: {exc}"
             _log.error("%s", self._last_error)
