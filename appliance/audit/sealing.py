@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import sqlite3
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -144,7 +145,7 @@ def seal(p: Prepared, seq: int, prev_hash: bytes, keyring: Keyring) -> tuple[Any
     return (*values, row_hash(values))
 
 
-def unseal(row: Mapping[str, Any], keyring: Keyring) -> dict[str, Any]:
+def unseal(row: Mapping[str, Any] | sqlite3.Row, keyring: Keyring) -> dict[str, Any]:
     """The sealed fields of a stored row (``payload`` as bytes or None); SealError if tampered."""
     aad = associated_data(row["seq"], row["key_id"], row["prev_hash"])
     try:

@@ -24,19 +24,19 @@ _INSERT = f"INSERT INTO records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * 
 
 
 def _m0001_initial(db: sqlite_utils.Database) -> None:
-    db["meta"].create({"key": str, "value": str}, pk="key", strict=True)
-    db["meta"].insert({"key": "log_id", "value": secrets.token_hex(16)})
-    db["records"].create(
+    db.table("meta").create({"key": str, "value": str}, pk="key", strict=True)
+    db.table("meta").insert({"key": "log_id", "value": secrets.token_hex(16)})
+    db.table("records").create(
         {"seq": int, "time": str, "action": str, "model": str, "version": str, "status": int,
          "latency_ms": float, "cache_hit": int, "device": str, "key_id": str, "nonce": bytes,
          "ciphertext": bytes, "prev_hash": bytes, "row_hash": bytes},
         pk="seq", not_null=set(COLUMNS) - {"seq"}, strict=True,
     )
-    db["records"].create_index(["time"])
+    db.table("records").create_index(["time"])
     # Which key ids the log has used (ids only): a keyring missing one of them is the wrong keyring.
-    db["keys"].create({"key_id": str, "first_seq": int, "first_time": str}, pk="key_id", strict=True)
+    db.table("keys").create({"key_id": str, "first_seq": int, "first_time": str}, pk="key_id", strict=True)
     # The last purged row: the chain of the remaining rows starts from its hash.
-    db["anchor"].create({"id": int, "seq": int, "row_hash": bytes, "time": str, "purged_rows": int,
+    db.table("anchor").create({"id": int, "seq": int, "row_hash": bytes, "time": str, "purged_rows": int,
                          "purged_at": str}, pk="id", strict=True)
 
 
@@ -91,8 +91,8 @@ def _migrate(db: sqlite_utils.Database, *, apply: bool) -> None:
     known = [name for name, _ in MIGRATIONS]
     with immediate(db.conn):
         if "migrations" not in db.table_names():
-            db["migrations"].create({"name": str, "applied_at": str}, pk="name", strict=True)
-        applied = {row["name"] for row in db["migrations"].rows}
+            db.table("migrations").create({"name": str, "applied_at": str}, pk="name", strict=True)
+        applied = {row["name"] for row in db.table("migrations").rows}
         newer = applied - set(known)
         if newer:
             raise AuditError(f"audit database has migrations {sorted(newer)} from a newer release")

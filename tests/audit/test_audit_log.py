@@ -124,3 +124,21 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
         conn.execute("INSERT INTO migrations VALUES ('9999_future', 'x')")
     with pytest.raises(AuditError, match="newer release"):
         AuditLog.open(settings)
+
+
+async def test_failed_commit_fails_the_waiters_and_the_writer_recovers(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    log = AuditLog.open(settings)
+    with raw(settings) as conn:  # a real SQLite failure inside the writer's transaction
+        conn.execute("CREATE TRIGGER boom BEFORE INSERT ON records WHEN NEW.action = 'boom' "
+                     "BEGIN SELECT RAISE(ABORT, 'simulated disk failure'); END")
+    with pytest.raises(AuditError, match="simulated disk failure"):
+        await log.append(AuditRecord("boom"))
+    stats = log.stats()
+    assert not stats.healthy and "simulated disk failure" in (stats.last_error or "")
+    await log.append(record(1))
+    assert log.stats().healthy and log.stats().records_written == 1
+    await log.aclose()
+    with raw(settings) as conn:
+        conn.execute("DROP TRIGGER boom")
+    assert check(settings).ok
