@@ -51,9 +51,11 @@ class HttpSettings:
                                64 * 1024 * 1024)
     compress_min_bytes: int = _doc("Gzip JSON responses at least this large when the client "
                                    "accepts gzip.", 8192)
-    read_timeout_s: float = _doc("Time allowed to receive a request's headers and body; slow "
-                                 "clients are cut off.", 30.0)
-    keepalive_timeout_s: float = _doc("Idle keep-alive connections are closed after this.", 75.0)
+    read_timeout_s: float = _doc("Time allowed to receive an authorized request's body; slower "
+                                 "clients get 408 and the connection is closed.", 30.0)
+    keepalive_timeout_s: float = _doc("Idle connections are closed after this; also the time allowed "
+                                      "for a complete request line and headers to arrive (slow-loris "
+                                      "clients are cut off).", 75.0)
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,9 @@ class AuditSettings:
 
 @dataclass(frozen=True)
 class AuthSettings:
-    enabled: bool = _doc("Require a principal for everything but health endpoints.", False)
+    enabled: bool = _doc("Require a principal for everything but health endpoints. Also on "
+                         "whenever a credential is configured (an API key, `jwks_file`, "
+                         "`tls.client_ca_file`).", False)
     api_keys_file: Path | None = _doc("API-key store (hashes only); default "
                                       "`<state_dir>/api-keys.json`.", None)
     jwks_file: Path | None = _doc("JWKS file with the identity provider's public keys.", None)
