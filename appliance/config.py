@@ -142,8 +142,13 @@ class AuthSettings:
     jwt_algorithms: list[str] = _doc("Accepted JWT algorithms (never `none`).", ["RS256", "ES256"])
     jwt_scope_claim: str = _doc("Claim holding scopes (space-separated string or list).", "scope")
     failure_limit_per_minute: int = _doc("Authentication failures allowed per client address "
-                                         "per minute before 429.", 30)
-    model_key_file: Path | None = _doc("AES-256 key for encrypted model artifacts.", None)
+                                         "per minute before 429 (0 = no limit).", 30)
+    mtls_scopes: list[str] = _doc("Scopes of a principal authenticated by a client certificate "
+                                  "(its subject CN is the principal's name).", ["infer", "read"])
+    mtls_subjects: list[str] = _doc("Client-certificate common names allowed in (empty = any "
+                                    "certificate signed by `tls.client_ca_file`).", [])
+    model_key_file: Path | None = _doc("AES-256 key for encrypted model artifacts (default: "
+                                       "credential `model.key` or `<state_dir>/keys/model.key`).", None)
 
 
 @dataclass(frozen=True)
