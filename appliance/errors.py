@@ -6,6 +6,7 @@
     ├── InvalidInput            malformed request, unknown/missing tensor, bad shape or datatype
     │   └── LimitExceeded       a tensor or batch over the configured limits
     ├── PayloadTooLarge         body over ``http.max_body_bytes``
+    ├── RequestTimeout          the body did not arrive within ``http.read_timeout_s``
     ├── ModelNotFound           unknown model or version
     ├── ModelNotReady           known, but not loaded (hash mismatch, load failure, draining)
     ├── Unauthenticated         no or bad credentials
@@ -39,6 +40,10 @@ class LimitExceeded(InvalidInput):
 
 
 class PayloadTooLarge(ApplianceError):
+    pass
+
+
+class RequestTimeout(ApplianceError):
     pass
 
 
