@@ -142,3 +142,18 @@ async def test_failed_commit_fails_the_waiters_and_the_writer_recovers(tmp_path:
     with raw(settings) as conn:
         conn.execute("DROP TRIGGER boom")
     assert check(settings).ok
+
+
+async def test_two_writers_on_one_database_keep_one_chain(tmp_path: Path) -> None:
+    """The CLI (rotate-key, purge) appends while the server runs: the head is read in each transaction."""
+    settings = make_settings(tmp_path)
+    server = AuditLog.open(settings)
+    await server.append(record(0))
+    other = AuditLog.open(settings)
+    for i in range(1, 6):
+        await asyncio.gather(server.append(record(i)), other.append(record(100 + i)))
+    await other.aclose()
+    await server.append(record(6))
+    await server.aclose()
+    report = check(settings)
+    assert report.ok and report.rows == 12, report.problems
