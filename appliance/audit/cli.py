@@ -32,6 +32,9 @@ def _run(handler: Handler) -> Callable[[argparse.Namespace], int]:
         except (AuditError, ConfigError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except BrokenPipeError:  # `appliance audit export | head`
+            sys.stderr.close()
+            return 0
     return run
 
 

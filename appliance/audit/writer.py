@@ -113,11 +113,11 @@ class Writer(threading.Thread):
         )
 
     # -- writer thread ------------------------------------------------------------------------
-    def checkpoint(self, kind: str = "checkpoint") -> None:
+    def checkpoint(self) -> None:
         """Sign the head this writer last saw (also called once from open(), before start())."""
         seq, head = self._head
-        checkpoints.append(self._config.checkpoint_path,
-                           checkpoints.make(self._signing_key, kind, self._log_id, seq, head, time.time_ns()))
+        checkpoints.append(self._config.checkpoint_path, checkpoints.make(
+            self._signing_key, "checkpoint", self._log_id, seq, head, time.time_ns()))
         self._cp_seq, self._cp_time = seq, time.monotonic()
 
     def run(self) -> None:

@@ -171,3 +171,20 @@ def test_verify_of_a_missing_database_is_an_error(tmp_path: Path, capsys: pytest
     assert "no audit database" in capsys.readouterr().err
     with pytest.raises(sqlite3.OperationalError):  # and verify did not create one
         sqlite3.connect(f"file:{audit_paths(settings).database}?mode=ro", uri=True).execute("SELECT 1")
+
+
+def test_exported_checkpoints_catch_a_truncated_checkpoint_file(
+        settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = str(settings.server.state_dir)
+    copy = tmp_path / "offsite.jsonl"
+    assert main(["audit", "checkpoints", "--state-dir", state, "--output", str(copy)]) == 0
+    public = capsys.readouterr().err.split()[-1]
+    path = audit_paths(settings).checkpoints
+    kept = [line for line in path.read_bytes().splitlines() if orjson.loads(line)["seq"] <= 20]
+    path.write_bytes(b"\n".join(kept) + b"\n")  # drop the newest rows and the lines that cover them
+    with raw(settings) as conn:
+        conn.execute("DELETE FROM records WHERE seq > 20")
+    assert cli_verify(settings, capsys)[0] == 0  # the local file alone cannot tell
+    code = main(["audit", "verify", "--state-dir", state, "--checkpoints", str(copy), "--public-key", public])
+    out = capsys.readouterr().out
+    assert code == 1 and "seq 21: truncated" in out, out
