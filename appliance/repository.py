@@ -133,7 +133,9 @@ class Repository:
         runtime = self._settings.runtime
         loaded = self._reader(version.path, manifest) if self._reader else None
         model_bytes, weights = loaded if loaded else (None, None)
-        cache_dir = self._settings.server.state_dir / "ov-cache" if runtime.compiled_cache else None
+        # A model read from memory (decrypted) must not leave a compiled blob on disk.
+        cache_dir = (self._settings.server.state_dir / "ov-cache"
+                     if runtime.compiled_cache and loaded is None else None)
         compiled = load_model(
             version.path / manifest.model_file, artifact_format=manifest.format,
             precision=manifest.precision, runtime=version.config.runtime,

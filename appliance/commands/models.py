@@ -13,6 +13,14 @@ def register(subparsers: Any) -> None:
     listing = sub.add_parser("list", help="models, versions, formats and integrity")
     listing.add_argument("--models", type=Path, default=Path("models"))
     listing.set_defaults(func=run_list)
+    encrypt = sub.add_parser("encrypt", help="seal a version's files with AES-256-GCM (decrypted only in memory)")
+    encrypt.add_argument("target", metavar="NAME/VERSION")
+    encrypt.add_argument("--models", type=Path, default=Path("models"))
+    encrypt.add_argument("--key-file", type=Path, help="model key (created if absent; default: "
+                         "auth.model_key_file, credential model.key or <state_dir>/keys/model.key)")
+    encrypt.add_argument("--config", type=Path, help="appliance.toml")
+    encrypt.add_argument("--state-dir", type=Path, help="state folder (server.state_dir)")
+    encrypt.set_defaults(func=run_encrypt)
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -32,3 +40,9 @@ def run_list(args: argparse.Namespace) -> int:
                 print(f"{model_dir.name}/{number}\t?\t?\tINVALID: {exc}")
             bad += bool(problems)
     return 1 if bad else 0
+
+
+def run_encrypt(args: argparse.Namespace) -> int:
+    from appliance.artifacts import encrypt_command
+
+    return encrypt_command(args.models, args.target, args.key_file, args.config, args.state_dir)
