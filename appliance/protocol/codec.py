@@ -107,6 +107,8 @@ def _json_numbers(name: str, datatype: str, data: list[Any]) -> np.ndarray:
     except (ValueError, TypeError, OverflowError):
         raise InvalidInput(f"input '{name}': data is ragged or not numeric") from None
     kind = inferred.dtype.kind
+    if kind in "fO" and dtype.kind in "iu":  # ints beyond int64 become float64/object in numpy: be exact
+        return _json_exact_integers(name, datatype, data)
     allowed = "b" if datatype == "BOOL" else ("iu" if dtype.kind in "iu" else "iuf")
     if inferred.size and kind not in allowed:
         raise InvalidInput(f"input '{name}': data does not match datatype {datatype}")
@@ -115,6 +117,16 @@ def _json_numbers(name: str, datatype: str, data: list[Any]) -> np.ndarray:
         if inferred.min() < info.min or inferred.max() > info.max:
             raise InvalidInput(f"input '{name}': values out of range for {datatype}")
     return inferred.astype(dtype, copy=False)
+
+
+def _json_exact_integers(name: str, datatype: str, data: list[Any]) -> np.ndarray:
+    flat = _flatten(data)
+    if not all(type(v) is int for v in flat):
+        raise InvalidInput(f"input '{name}': data does not match datatype {datatype}")
+    try:
+        return np.array(data, dtype=TO_NUMPY[datatype])
+    except (ValueError, OverflowError):
+        raise InvalidInput(f"input '{name}': values out of range for {datatype}") from None
 
 
 def _json_bytes(name: str, data: list[Any]) -> np.ndarray:

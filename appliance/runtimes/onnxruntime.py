@@ -10,6 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from appliance.runtimes.base import Completion, PortInfo, RuntimeLoadError, Tensors
 from appliance.runtimes.device import onnxruntime_providers
 
@@ -30,6 +32,18 @@ def _ports(args: Any) -> tuple[PortInfo, ...]:
     )
 
 
+def _strings_as_str(inputs: Tensors) -> Tensors:
+    """BYTES tensors arrive as bytes objects; ONNX Runtime's string tensors take str."""
+    if all(a.dtype.kind != "O" for a in inputs.values()):
+        return inputs
+    converted = dict(inputs)
+    for name, array in inputs.items():
+        if array.dtype.kind == "O":
+            flat = [v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v) for v in array.reshape(-1)]
+            converted[name] = np.array(flat, dtype=np.object_).reshape(array.shape)
+    return converted
+
+
 class OnnxRuntimeModel:
     runtime = "onnxruntime"
 
@@ -44,7 +58,7 @@ class OnnxRuntimeModel:
 
     def _run(self, inputs: Tensors, done: Completion) -> None:
         try:
-            results = self._session.run(self._output_names, inputs)
+            results = self._session.run(self._output_names, _strings_as_str(inputs))
         except Exception as exc:
             done(exc)
             return
@@ -54,7 +68,8 @@ class OnnxRuntimeModel:
         self._pool.submit(self._run, inputs, done)
 
     def infer(self, inputs: Tensors) -> Tensors:
-        return dict(zip(self._output_names, self._session.run(self._output_names, inputs), strict=True))
+        results = self._session.run(self._output_names, _strings_as_str(inputs))
+        return dict(zip(self._output_names, results, strict=True))
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Install everything the test suite needs, then run it: lint, types, and pytest.
+#
+#   ./run-tests.sh            # the whole suite
+#   ./run-tests.sh -k audit   # extra arguments go to pytest
+#
+# As root on Debian/Ubuntu it also installs the system tools some tests drive (headless
+# Chromium for the status page, promtool for the alert rules, systemd-nspawn for the service
+# boot test); elsewhere those tests skip with a reason.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+VENV=${APPLIANCE_TEST_VENV:-.venv}
+PYTHON=${PYTHON:-/usr/bin/python3}
+APT_PACKAGES=(python3-venv chromium prometheus systemd-container libb64-0d)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "apt-get install ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  fi
+fi
+
+[ -x "$PYTHON" ] || PYTHON=$(command -v python3)
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV from $PYTHON"
+  "$PYTHON" -m venv "$VENV"
+fi
+log "installing the package with its test extras"
+"$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+"$VENV/bin/python" -m pip install -q -e '.[test]'
+
+export PATH="$PWD/$VENV/bin:$PATH"
+export NNCF_CI=1  # no usage telemetry from NNCF during tests
+
+log "ruff"
+ruff check appliance optimizer modelrepo models bench tests
+log "mypy"
+mypy
+log "pytest"
+exec pytest "$@"

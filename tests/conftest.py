@@ -1,0 +1,111 @@
+"""Shared fixtures: the bundled sample model built once per session, real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "models"))
+os.environ.setdefault("NNCF_CI", "1")  # no usage telemetry from anything the tests import
+
+
+@pytest.fixture(scope="session")
+def digits_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding the bundled ``digits`` model, version 1 (FP32 ONNX), built from
+    scikit-learn's packaged data exactly as install.sh builds it."""
+    from build_samples import build_digits
+
+    root = tmp_path_factory.mktemp("repo")
+    build_digits(root)
+    return root
+
+
+@pytest.fixture
+def repository(digits_repository: Path, tmp_path: Path) -> Path:
+    """A private, writable copy of the sample repository (tests may tamper with it)."""
+    target = tmp_path / "models"
+    shutil.copytree(digits_repository, target)
+    return target
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_ready(url: str, timeout: float = 60.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout}s")
+
+
+def start_server(models: Path, state: Path, config: Path | None = None, extra_env: dict[str, str] | None = None,
+                 args: list[str] | None = None) -> ServerProcess:
+    """``appliance serve`` as a real subprocess on a free loopback port."""
+    port = free_port()
+    state.mkdir(parents=True, exist_ok=True)
+    log_path = state / "server.log"
+    command = [sys.executable, "-m", "appliance", "serve", "--models", str(models), "--state-dir", str(state),
+               "--port", str(port), "--host", "127.0.0.1", *(args or [])]
+    if config is not None:
+        command += ["--config", str(config)]
+    env = {**os.environ, "APPLIANCE_AUDIT_ENABLED": os.environ.get("APPLIANCE_AUDIT_ENABLED", "false"),
+           **(extra_env or {})}
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=state)
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        wait_ready(server.url, process=process)
+    except Exception:
+        stop_server(server)
+        raise RuntimeError(f"server failed to start:\n{server.log()}") from None
+    return server
+
+
+def stop_server(server: ServerProcess, timeout: float = 30.0) -> int:
+    if server.process.poll() is None:
+        server.process.terminate()
+        try:
+            server.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+    return server.process.returncode
+
+
+@pytest.fixture
+def server(repository: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    running = start_server(repository, tmp_path / "state")
+    yield running
+    stop_server(running)

@@ -1,0 +1,86 @@
+"""Helpers for the server tests: settings for a repository, models built in tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from appliance.config import Settings
+from modelrepo import Manifest, publish_version, staging_directory
+
+ALL_DATATYPES = {
+    "BOOL": "tensor(bool)", "UINT8": "tensor(uint8)", "UINT16": "tensor(uint16)", "UINT32": "tensor(uint32)",
+    "UINT64": "tensor(uint64)", "INT8": "tensor(int8)", "INT16": "tensor(int16)", "INT32": "tensor(int32)",
+    "INT64": "tensor(int64)", "FP16": "tensor(float16)", "FP32": "tensor(float)", "FP64": "tensor(double)",
+    "BYTES": "tensor(string)",
+}
+
+
+def settings_for(models: Path, state: Path, **groups: dict) -> Settings:
+    settings = Settings().replace("server", models=models, state_dir=state).replace("audit", enabled=False)
+    for group, changes in groups.items():
+        settings = settings.replace(group, **changes)
+    return settings
+
+
+def eval_rows(repository: Path, count: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    data = np.load(repository / "digits" / "data" / "eval.npz")
+    return data["input"][:count].astype(np.float32), data["labels"][:count]
+
+
+def publish_identity_model(repository: Path, name: str = "identity") -> Path:
+    """An ONNX model echoing one input per protocol datatype (no batch dimension)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    types = {
+        "BOOL": TensorProto.BOOL, "UINT8": TensorProto.UINT8, "UINT16": TensorProto.UINT16,
+        "UINT32": TensorProto.UINT32, "UINT64": TensorProto.UINT64, "INT8": TensorProto.INT8,
+        "INT16": TensorProto.INT16, "INT32": TensorProto.INT32, "INT64": TensorProto.INT64,
+        "FP16": TensorProto.FLOAT16, "FP32": TensorProto.FLOAT, "FP64": TensorProto.DOUBLE,
+        "BYTES": TensorProto.STRING,
+    }
+    nodes, inputs, outputs = [], [], []
+    for datatype, proto in types.items():
+        lower = datatype.lower()
+        nodes.append(helper.make_node("Identity", [f"in_{lower}"], [f"out_{lower}"]))
+        inputs.append(helper.make_tensor_value_info(f"in_{lower}", proto, ["n"]))
+        outputs.append(helper.make_tensor_value_info(f"out_{lower}", proto, ["n"]))
+    model = helper.make_model(helper.make_graph(nodes, "identity", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model_dir = repository / name
+    with staging_directory(model_dir) as staging:
+        (staging / "model.onnx").write_bytes(model.SerializeToString())
+        Manifest.for_directory(staging, format="onnx", precision="mixed", model_file="model.onnx").write(staging)
+        return publish_version(model_dir, staging)
+
+
+def publish_openvino_ir(repository: Path, model: str = "digits") -> Path:
+    """Convert version 1 (ONNX) to an FP32 OpenVINO IR published as the next version."""
+    import openvino as ov
+
+    source = repository / model / "1" / "model.onnx"
+    model_dir = repository / model
+    with staging_directory(model_dir) as staging:
+        ov.save_model(ov.Core().read_model(str(source)), str(staging / "model.xml"), compress_to_fp16=False)
+        Manifest.for_directory(staging, format="openvino", precision="fp32", model_file="model.xml",
+                               parent_version=1).write(staging)
+        return publish_version(model_dir, staging)
+
+
+def set_version_policy(repository: Path, model: str, policy: str) -> None:
+    path = repository / model / "model.toml"
+    text = path.read_text()
+    start = text.index("[version_policy]")
+    end = text.index("\n\n", start)
+    path.write_text(text[:start] + f"[version_policy]\n{policy}" + text[end:])
+
+
+def copy_model(repository: Path, source: str, target: str, runtime: str | None = None) -> None:
+    shutil.copytree(repository / source, repository / target)
+    if runtime:
+        path = repository / target / "model.toml"
+        path.write_text(path.read_text().replace('runtime = "auto"', f'runtime = "{runtime}"'))
