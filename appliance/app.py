@@ -8,6 +8,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from appliance.artifacts import SealedArtifactReader
+from appliance.auth.guard import Guard
+from appliance.auth.middleware import GUARD, guard_middleware
 from appliance.cache import PredictionCache
 from appliance.config import Settings
 from appliance.keys import METRICS, REPOSITORY, SERVICE, SETTINGS, STATE, ServerState
@@ -21,10 +24,12 @@ log = logging.getLogger("appliance")
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=settings.http.max_body_bytes, middlewares=[request_middleware])
+    app = web.Application(client_max_size=settings.http.max_body_bytes,
+                          middlewares=[request_middleware, guard_middleware])
     metrics = Metrics()
-    repository = Repository(settings)
+    repository = Repository(settings, artifact_reader=SealedArtifactReader(settings))
     app[SETTINGS] = settings
+    app[GUARD] = Guard(settings)
     app[METRICS] = metrics
     app[REPOSITORY] = repository
     app[STATE] = ServerState()

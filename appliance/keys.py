@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from appliance.audit import AuditLog
 from appliance.config import Settings
 from appliance.metrics import Metrics
 from appliance.repository import Repository
@@ -25,6 +26,8 @@ REPOSITORY = web.AppKey("repository", Repository)
 SERVICE = web.AppKey("service", InferenceService)
 METRICS = web.AppKey("metrics", Metrics)
 STATE = web.AppKey("state", ServerState)
+#: The audit log, when the factory opened one (auth failures and admin actions are appended to it).
+AUDIT = web.AppKey("audit", AuditLog)
 #: Per-request context (request id, principal, deadline...) stored on the request.
 CONTEXT = "appliance.context"
-__all__ = ["CONTEXT", "METRICS", "REPOSITORY", "SERVICE", "SETTINGS", "STATE", "RequestContext", "ServerState"]
+__all__ = ["AUDIT", "CONTEXT", "METRICS", "REPOSITORY", "SERVICE", "SETTINGS", "STATE", "RequestContext", "ServerState"]

@@ -48,8 +48,16 @@ def is_loopback(host: str) -> bool:
 
 
 def check_protected_mode(settings: Settings) -> None:
-    """Like Redis' protected mode: no open server on a network address unless told so."""
-    if settings.auth.enabled or settings.server.insecure or is_loopback(settings.server.host):
+    """Like Redis' protected mode: no open server on a network address unless told so.
+
+    Authentication counts as on when ``auth.enabled`` is set or any credential is configured
+    (an API key in the store, a JWKS file, a client CA): see ``appliance.auth.guard``.
+    """
+    if settings.server.insecure or is_loopback(settings.server.host):
+        return
+    from appliance.auth.guard import auth_required
+
+    if auth_required(settings):
         return
     raise ConfigError(
         f"refusing to serve {settings.server.host} without authentication: enable [auth] "

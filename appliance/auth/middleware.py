@@ -1,0 +1,90 @@
+"""The guard on the request path: authenticate → authorize → rate-limit → bounded body read.
+
+Placed *inside* ``request_middleware`` so its domain errors are mapped to HTTP by the one error
+table (401 + ``WWW-Authenticate``, 403, 429 + ``Retry-After``, 408). One middleware for the four
+steps because each aiohttp middleware layer costs a coroutine call per request; with an API key
+the whole check is a dict lookup, one SHA-256 and one ``hmac.compare_digest``.
+
+The body is read here, after authorization, under ``http.read_timeout_s``: a stranger cannot make
+the server buffer a body, and a slow client cannot hold a request open (headers are bounded by
+aiohttp's keep-alive timer, which closes a connection still waiting for a complete request after
+``http.keepalive_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from appliance.audit.model import AuditRecord
+from appliance.auth.guard import Guard
+from appliance.auth.policy import OPEN
+from appliance.auth.principal import Principal
+from appliance.errors import Forbidden, Overloaded, RequestTimeout, Unauthenticated
+from appliance.keys import AUDIT, CONTEXT
+from appliance.service import RequestContext
+
+log = logging.getLogger("appliance.auth")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+GUARD = web.AppKey("guard", Guard)
+
+
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    guard = request.app[GUARD]
+    scope = guard.policy.required_scope(request.match_info.route.resource and
+                                        request.match_info.route.resource.canonical)
+    if scope == OPEN:
+        return await handler(request)
+    ctx: RequestContext = request[CONTEXT]
+    principal = _authenticate(request, guard, ctx)
+    model = request.match_info.get("model")
+    if scope is not None and not principal.may(scope, model):
+        detail = f"'{principal.name}' lacks the '{scope}' scope" + (f" for model '{model}'" if model else "")
+        _audit(request, ctx, principal.name, 403, detail)
+        raise Forbidden(detail)
+    ctx.principal = principal.name
+    if guard.rate.enabled:
+        wait = guard.rate.take(principal.name if principal.via != "anonymous" else f"anonymous@{ctx.client}")
+        if wait:
+            raise Overloaded(f"rate limit of {guard.rate.rate:g} requests/s for '{principal.name}' reached",
+                             retry_after=wait)
+    if request.body_exists:
+        try:
+            async with asyncio.timeout(guard.read_timeout_s):
+                await request.read()
+        except TimeoutError:
+            raise RequestTimeout(f"the request body did not arrive within {guard.read_timeout_s:g} s") from None
+    return await handler(request)
+
+
+def _authenticate(request: web.Request, guard: Guard, ctx: RequestContext) -> Principal:
+    if not guard.required:
+        return guard.authenticate(None, None, None)
+    wait = guard.throttle.blocked_for(ctx.client)
+    if wait:
+        raise Overloaded("too many authentication failures from this address", retry_after=wait)
+    headers = request.headers
+    peercert = None
+    if guard.mtls is not None and request.transport is not None:
+        peercert = request.transport.get_extra_info("peercert")
+    try:
+        return guard.authenticate(headers.get("Authorization"), headers.get("X-API-Key"), peercert)
+    except Unauthenticated as failure:
+        guard.throttle.failed(ctx.client)
+        _audit(request, ctx, "", 401, failure.message)
+        raise
+
+
+def _audit(request: web.Request, ctx: RequestContext, principal: str, status: int, detail: str) -> None:
+    """Failures go to the audit log when one is wired (fire and forget: never slows a refusal)."""
+    log.warning("auth failure", extra={"fields": {"client": ctx.client, "principal": principal, "status": status,
+                                                  "path": request.path, "detail": detail}})
+    audit = request.app.get(AUDIT)
+    if audit is not None:
+        audit.append_nowait(AuditRecord(action="auth_failure", request_id=ctx.request_id, principal=principal,
+                                        client=ctx.client, status=status, detail=f"{request.method} "
+                                        f"{request.path}: {detail}"))

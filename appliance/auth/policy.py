@@ -1,0 +1,70 @@
+"""Authorization: the scope each route needs, in one table.
+
+Routes are matched by the canonical path of their aiohttp resource (``/v2/models/{model}/infer``),
+so the table reads like the route table. A route missing from the table needs ``admin``: a new
+endpoint is closed until someone decides who may call it. Health endpoints are open (load
+balancers and systemd probe them without credentials).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from appliance.auth.principal import ADMIN, AUDIT, INFER, READ
+
+log = logging.getLogger("appliance.auth")
+
+OPEN = ""  # no principal needed
+
+#: canonical path → required scope (OPEN = no principal needed).
+ROUTE_SCOPES: dict[str, str] = {
+    "/v2/health/live": OPEN,
+    "/v2/health/ready": OPEN,
+    "/v2": READ,
+    "/v2/models/{model}": READ,
+    "/v2/models/{model}/ready": READ,
+    "/v2/models/{model}/config": READ,
+    "/v2/models/{model}/infer": INFER,
+    "/v2/models/{model}/versions/{version}": READ,
+    "/v2/models/{model}/versions/{version}/ready": READ,
+    "/v2/models/{model}/versions/{version}/config": READ,
+    "/v2/models/{model}/versions/{version}/infer": INFER,
+    "/v2/repository/index": READ,
+    "/openapi.json": READ,
+    "/metrics": READ,
+}
+
+#: Path prefixes for route families (first match wins), checked after the exact table.
+PREFIX_SCOPES: tuple[tuple[str, str], ...] = (
+    ("/v2/repository/models/", ADMIN),  # Triton-style load/unload
+    ("/v2/audit", AUDIT),
+    ("/audit", AUDIT),
+    ("/admin", ADMIN),
+    ("/status", READ),
+    ("/v2/status", READ),
+)
+
+
+class RoutePolicy:
+    """Looks up the scope of a route once and remembers it (the hot path is one dict lookup)."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, str] = dict(ROUTE_SCOPES)
+
+    def required_scope(self, canonical: str | None) -> str | None:
+        """The scope a route needs; ``OPEN`` for health; None when no route matched (the request
+        still needs a principal, then gets 404, so strangers cannot map the routes)."""
+        if canonical is None:
+            return None
+        scope = self._known.get(canonical)
+        if scope is None:
+            scope = self._known[canonical] = _unlisted(canonical)
+        return scope
+
+
+def _unlisted(canonical: str) -> str:
+    for prefix, scope in PREFIX_SCOPES:
+        if canonical.startswith(prefix):
+            return scope
+    log.warning("route %s is not in the authorization table: it needs the admin scope", canonical)
+    return ADMIN
