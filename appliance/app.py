@@ -13,8 +13,9 @@ from appliance.auth.guard import Guard
 from appliance.auth.middleware import GUARD, guard_middleware
 from appliance.cache import PredictionCache
 from appliance.config import Settings
-from appliance.keys import METRICS, REPOSITORY, SERVICE, SETTINGS, STATE, ServerState
+from appliance.keys import METRICS, OBSERVABILITY, REPOSITORY, SERVICE, SETTINGS, STATE, ServerState
 from appliance.metrics import Metrics
+from appliance.observability import Observability, lifecycle
 from appliance.protocol.middleware import request_middleware
 from appliance.protocol.routes import add_routes
 from appliance.repository import Repository
@@ -35,6 +36,8 @@ def create_app(settings: Settings) -> web.Application:
     app[STATE] = ServerState()
     app[SERVICE] = InferenceService(settings, repository, metrics,
                                     PredictionCache(settings.cache.max_bytes, settings.cache.ttl_s))
+    app[OBSERVABILITY] = Observability.create(settings)
+    lifecycle.install(app)
     add_routes(app)
     app.cleanup_ctx.append(_models)
     return app
@@ -47,7 +50,6 @@ async def _models(app: web.Application) -> AsyncIterator[None]:
 
     async def load() -> None:
         await asyncio.to_thread(repository.load_all)
-        _publish_model_gauges(app)
         state.ready = True
         log.info("ready", extra={"fields": {"models": [e.name for e in repository.models()]}})
 
@@ -55,13 +57,3 @@ async def _models(app: web.Application) -> AsyncIterator[None]:
     yield
     await asyncio.gather(task, return_exceptions=True)
     await asyncio.to_thread(repository.close)
-
-
-def _publish_model_gauges(app: web.Application) -> None:
-    gauge = app[METRICS].model_ready
-    for entry in app[REPOSITORY].models():
-        for number, version in entry.versions.items():
-            compiled, manifest = version.compiled, version.manifest
-            gauge.labels(entry.name, str(number), compiled.runtime if compiled else "",
-                         compiled.device if compiled else "",
-                         manifest.precision if manifest else "").set(1 if version.ready else 0)

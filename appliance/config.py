@@ -154,8 +154,13 @@ class AuthSettings:
 @dataclass(frozen=True)
 class ObservabilitySettings:
     request_log: bool = _doc("One JSON log line per request.", True)
-    otlp_endpoint: str = _doc("OpenTelemetry OTLP endpoint for traces (empty = off; needs the "
-                              "`otel` extra).", "")
+    otlp_endpoint: str = _doc("OpenTelemetry OTLP/HTTP endpoint for traces, e.g. `http://collector:4318` "
+                              "(empty = off; needs the `otel` extra).", "")
+    prediction_quality: bool = _doc("Confidence, entropy and drift signals for classifier models.", True)
+    drift_window_rows: int = _doc("Recent predicted rows the drift gauges (PSI, input mean/std) compare "
+                                  "with the optimizer's baseline.", 2048)
+    status_interval_s: float = _doc("How often the status page's history samples the counters.", 2.0)
+    status_history_s: float = _doc("How far back the status page's charts reach.", 600.0)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from aiohttp import web
 from appliance.audit import AuditLog
 from appliance.config import Settings
 from appliance.metrics import Metrics
+from appliance.observability import Observability
 from appliance.repository import Repository
 from appliance.service import InferenceService, RequestContext
 
@@ -26,8 +27,10 @@ REPOSITORY = web.AppKey("repository", Repository)
 SERVICE = web.AppKey("service", InferenceService)
 METRICS = web.AppKey("metrics", Metrics)
 STATE = web.AppKey("state", ServerState)
+OBSERVABILITY = web.AppKey("observability", Observability)
 #: The audit log, when the factory opened one (auth failures and admin actions are appended to it).
 AUDIT = web.AppKey("audit", AuditLog)
 #: Per-request context (request id, principal, deadline...) stored on the request.
 CONTEXT = "appliance.context"
-__all__ = ["AUDIT", "CONTEXT", "METRICS", "REPOSITORY", "SERVICE", "SETTINGS", "STATE", "RequestContext", "ServerState"]
+__all__ = ["AUDIT", "CONTEXT", "METRICS", "OBSERVABILITY", "REPOSITORY", "SERVICE", "SETTINGS", "STATE",
+           "RequestContext", "ServerState"]

@@ -1,14 +1,19 @@
 """Prometheus metrics of the request path (prometheus-client, one registry per application).
 
 Children are bound once per model version (``VersionMetrics``) so the hot path pays one
-method call per observation, not a label lookup.
+method call per observation, not a label lookup. Figures that already live elsewhere (admission
+queues, cache size, audit writer, process, model states, prediction quality) are not mirrored on
+the hot path: collectors in ``appliance.observability`` read them at scrape time.
+docs/metrics.md lists every series.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from appliance import errors as e
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -32,18 +37,19 @@ class Metrics:
                                     ["model", "version"], buckets=BATCH_BUCKETS, registry=r)
         self.batch_requests = Histogram("appliance_batch_requests", "Requests per batch sent to the runtime.",
                                         ["model", "version"], buckets=BATCH_BUCKETS, registry=r)
-        self.in_flight = Gauge("appliance_in_flight_requests", "Admitted requests not yet answered.",
-                               ["model"], registry=r)
-        self.queue_depth = Gauge("appliance_queue_depth", "Requests waiting for admission.",
-                                 ["model"], registry=r)
-        self.rejections = Counter("appliance_rejections", "Requests refused by admission or deadline.",
+        self.rejections = Counter("appliance_rejections", "Requests refused before inference (429/503/504) by reason.",
                                   ["model", "reason"], registry=r)
         self.cache = Counter("appliance_cache_lookups", "Prediction-cache lookups.",
                              ["model", "result"], registry=r)
-        self.model_ready = Gauge("appliance_model_ready", "1 when a model version is ready.",
-                                 ["model", "version", "runtime", "device", "precision"], registry=r)
         self.http_errors = Counter("appliance_http_errors", "Error responses by status code.",
                                    ["status"], registry=r)
+
+    def record_error(self, model: str, version: str, protocol: str, status: int, error: e.ApplianceError) -> None:
+        """Count a refused or failed request (error path: label lookups are fine here)."""
+        self.requests.labels(model, version, protocol, str(status)).inc()
+        reason = rejection_reason(error)
+        if reason:
+            self.rejections.labels(model, reason).inc()
 
     def for_version(self, model: str, version: str) -> VersionMetrics:
         return VersionMetrics(
@@ -51,6 +57,7 @@ class Metrics:
             inference_seconds=self.inference_seconds.labels(model, version),
             batch_size=self.batch_size.labels(model, version),
             batch_requests=self.batch_requests.labels(model, version),
+            queue_wait=self.queue_seconds.labels(model),
             ok=self.requests.labels(model, version, "rest", "200"),
             cache_hit=self.cache.labels(model, "hit"),
             cache_miss=self.cache.labels(model, "miss"),
@@ -63,6 +70,7 @@ class VersionMetrics:
     inference_seconds: Histogram
     batch_size: Histogram
     batch_requests: Histogram
+    queue_wait: Histogram
     ok: Counter
     cache_hit: Counter
     cache_miss: Counter
@@ -70,3 +78,19 @@ class VersionMetrics:
     def observe_batch(self, rows: int, requests: int) -> None:
         self.batch_size.observe(rows)
         self.batch_requests.observe(requests)
+
+
+#: Why a request was refused before inference (429/503/504), for ``appliance_rejections_total``.
+_REJECTION_REASONS: tuple[tuple[type[e.ApplianceError], str], ...] = (
+    (e.Overloaded, "overloaded"),
+    (e.DeadlineExceeded, "deadline"),
+    (e.ModelNotReady, "not_ready"),
+    (e.ServiceUnavailable, "unavailable"),
+)
+
+
+def rejection_reason(error: e.ApplianceError) -> str:
+    for cls, reason in _REJECTION_REASONS:
+        if isinstance(error, cls):
+            return reason
+    return ""

@@ -1,7 +1,8 @@
-"""The one middleware of the request path: request id, error mapping, request log line.
+"""The one middleware of the request path: request id, trace context, error mapping, request log line.
 
 Kept as a single middleware on purpose: each aiohttp middleware layer costs a coroutine call
-per request, and these three concerns share the same try/finally.
+per request, and these concerns share the same try/finally. The request log carries ids, model,
+status and timings — never payloads, headers or credentials.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from appliance.errors import ApplianceError
-from appliance.keys import CONTEXT, SERVICE, SETTINGS
+from appliance.keys import CONTEXT, METRICS, OBSERVABILITY, SERVICE, SETTINGS
+from appliance.observability import tracing
 from appliance.protocol.errors import from_http_exception, status_of, to_response
 from appliance.service import RequestContext
 
@@ -32,7 +34,11 @@ def _request_id(request: web.Request) -> str:
 
 @web.middleware
 async def request_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    ctx = RequestContext(request_id=_request_id(request), client=request.remote or "")
+    otel = request.app[OBSERVABILITY].otel
+    trace = tracing.begin(request.headers.get("traceparent"), request.headers.get("tracestate"),
+                          sampled=otel is not None)
+    span = otel.start(trace, _span_name(request), {"http.request.method": request.method}) if otel else None
+    ctx = RequestContext(request_id=_request_id(request), client=request.remote or "", trace_id=trace.trace_id)
     request[CONTEXT] = ctx
     status = 500
     try:
@@ -48,11 +54,30 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = to_response(ApplianceError("internal server error"))
-    response.headers["X-Request-ID"] = ctx.request_id
+    headers = response.headers
+    headers["X-Request-ID"] = ctx.request_id
+    headers["traceparent"] = trace.traceparent
+    if trace.tracestate:
+        headers["tracestate"] = trace.tracestate
+    if status >= 400:
+        request.app[METRICS].http_errors.labels(str(status)).inc()
+    if span is not None:
+        otel.finish(span, status, {"appliance.model": ctx.model, "appliance.version": ctx.version,
+                                   "appliance.request_id": ctx.request_id})
     if ctx.model and request.app[SETTINGS].observability.request_log and log.isEnabledFor(logging.INFO):
-        log.info("request", extra={"fields": {
-            "request_id": ctx.request_id, "principal": ctx.principal, "model": ctx.model,
-            "version": ctx.version, "status": status, "batch_size": ctx.batch_size,
-            "cache_hit": ctx.cache_hit, "latency_ms": round((time.monotonic() - ctx.started) * 1000, 3),
-        }})
+        _log_request(ctx, status)
     return response
+
+
+def _span_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return f"{request.method} {resource.canonical if resource is not None else request.path}"
+
+
+def _log_request(ctx: RequestContext, status: int) -> None:
+    log.info("request", extra={"fields": {
+        "request_id": ctx.request_id, "trace_id": ctx.trace_id, "principal": ctx.principal,
+        "model": ctx.model, "version": ctx.version, "protocol": ctx.protocol, "status": status,
+        "batch_size": ctx.batch_size, "cache_hit": ctx.cache_hit,
+        "latency_ms": round((time.monotonic() - ctx.started) * 1000, 3),
+    }})

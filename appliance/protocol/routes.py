@@ -15,6 +15,7 @@ from appliance.keys import CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
 from appliance.protocol.codec import HEADER_LENGTH, EncodedBody, decode_request, encode_response
 from appliance.repository import ModelVersion
 from appliance.service import RequestContext
+from appliance.status import handlers as status
 
 _OFFLOAD_DECODE_BYTES = 1 << 20  # decode bodies above 1 MiB in a thread, off the event loop
 _TRITON_TYPES = {"BOOL": "TYPE_BOOL", "BYTES": "TYPE_STRING"}
@@ -241,4 +242,9 @@ def add_routes(app: web.Application) -> None:
         web.post("/v2/models/{model}/versions/{version}/infer", infer),
         web.post("/v2/repository/index", repository_index),
         web.get("/openapi.json", openapi),
+        # Observability (read scope): the status page, its assets and JSON, Prometheus text.
+        web.get("/", status.status_page),
+        web.get("/status/{asset}", status.status_asset),
+        web.get("/v2/status", status.status_json),
+        web.get("/metrics", status.metrics),
     ])

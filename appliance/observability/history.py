@@ -1,0 +1,160 @@
+"""A small server-side history for the status page: cumulative counters sampled every few seconds.
+
+A background task snapshots the request counters and the latency histogram (summed over models)
+into a ring buffer; the status endpoint turns consecutive snapshots into rates and p50/p95/p99
+over a trailing window of bucket deltas — the way Prometheus' ``histogram_quantile`` does it —
+so the page needs no client-side bookkeeping and survives reloads.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from appliance.metrics import LATENCY_BUCKETS, Metrics
+
+#: Intervals a percentile point looks back over (smooths light traffic).
+QUANTILE_SPAN = 5
+_REJECTED = frozenset({"429", "503", "504"})
+
+
+@dataclass(slots=True)
+class Sample:
+    t: float  # wall clock, for the chart's axis
+    mono: float
+    ok: float = 0.0
+    errors: float = 0.0
+    rejected: float = 0.0
+    cache_hits: float = 0.0
+    cache_misses: float = 0.0
+    batch_sum: float = 0.0
+    batch_count: float = 0.0
+    queue_depth: int = 0
+    in_flight: int = 0
+    latency: list[float] = field(default_factory=lambda: [0.0] * (len(LATENCY_BUCKETS) + 1))
+    per_version: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # (ok, failed)
+
+
+def quantile(q: float, bounds: tuple[float, ...], counts: list[float]) -> float | None:
+    """``histogram_quantile`` over non-cumulative bucket counts (last one is +Inf)."""
+    total = sum(counts)
+    if total <= 0:
+        return None
+    rank, seen = q * total, 0.0
+    for i, count in enumerate(counts):
+        if seen + count >= rank and count > 0:
+            if i >= len(bounds):
+                return bounds[-1]
+            low = bounds[i - 1] if i else 0.0
+            return low + (bounds[i] - low) * (rank - seen) / count
+        seen += count
+    return bounds[-1]
+
+
+def take_sample(metrics: Metrics, admission: dict[str, dict[str, Any]]) -> Sample:
+    """Read the cumulative figures once (a few hundred samples at most: cheap every 2 s)."""
+    sample = Sample(time.time(), time.monotonic(), queue_depth=sum(a["waiting"] for a in admission.values()),
+                    in_flight=sum(a["in_flight"] for a in admission.values()))
+    for s in metrics.requests.collect()[0].samples:
+        if not s.name.endswith("_total"):
+            continue
+        key = (s.labels["model"], s.labels["version"])
+        row = sample.per_version.setdefault(key, [0.0, 0.0])
+        status = s.labels["status"]
+        if status == "200":
+            sample.ok += s.value
+            row[0] += s.value
+        else:
+            row[1] += s.value
+            if status in _REJECTED:
+                sample.rejected += s.value
+            else:
+                sample.errors += s.value
+    for s in metrics.cache.collect()[0].samples:
+        if s.name.endswith("_total"):
+            if s.labels["result"] == "hit":
+                sample.cache_hits += s.value
+            else:
+                sample.cache_misses += s.value
+    _fold_histogram(metrics, sample)
+    return sample
+
+
+def _fold_histogram(metrics: Metrics, sample: Sample) -> None:
+    index = {repr(float(b)): i for i, b in enumerate(LATENCY_BUCKETS)}
+    cumulative: dict[tuple[str, str], list[float]] = {}
+    for s in metrics.request_seconds.collect()[0].samples:
+        if s.name.endswith("_bucket"):
+            key = (s.labels["model"], s.labels["version"])
+            row = cumulative.setdefault(key, [0.0] * (len(LATENCY_BUCKETS) + 1))
+            row[index.get(repr(float(s.labels["le"])), len(LATENCY_BUCKETS))] = s.value
+    for row in cumulative.values():
+        previous = 0.0
+        for i, value in enumerate(row):
+            sample.latency[i] += value - previous
+            previous = value
+    for s in metrics.batch_size.collect()[0].samples:
+        if s.name.endswith("_sum"):
+            sample.batch_sum += s.value
+        elif s.name.endswith("_count"):
+            sample.batch_count += s.value
+
+
+class History:
+    def __init__(self, interval_s: float = 2.0, keep_s: float = 600.0) -> None:
+        self.interval_s = interval_s
+        self._samples: deque[Sample] = deque(maxlen=max(2, math.ceil(keep_s / interval_s)) + 1)
+
+    def record(self, sample: Sample) -> None:
+        self._samples.append(sample)
+
+    def latest(self) -> Sample | None:
+        return self._samples[-1] if self._samples else None
+
+    def series(self) -> dict[str, list[Any]]:
+        """Per-interval rates and trailing-window latency percentiles (milliseconds)."""
+        samples = list(self._samples)
+        out: dict[str, list[Any]] = {k: [] for k in (
+            "t", "rps", "p50_ms", "p95_ms", "p99_ms", "error_rate", "rejection_rate", "cache_hit_rate",
+            "queue_depth", "in_flight", "batch_mean")}
+        for i in range(1, len(samples)):
+            prev, cur = samples[i - 1], samples[i]
+            dt = max(1e-6, cur.mono - prev.mono)
+            ok, errors, rejected = cur.ok - prev.ok, cur.errors - prev.errors, cur.rejected - prev.rejected
+            total = ok + errors + rejected
+            hits, misses = cur.cache_hits - prev.cache_hits, cur.cache_misses - prev.cache_misses
+            batches = cur.batch_count - prev.batch_count
+            base = samples[max(0, i - QUANTILE_SPAN)]
+            window = [c - b for c, b in zip(cur.latency, base.latency, strict=True)]
+            out["t"].append(round(cur.t, 3))
+            out["rps"].append(round(total / dt, 3))
+            for q, name in ((0.5, "p50_ms"), (0.95, "p95_ms"), (0.99, "p99_ms")):
+                value = quantile(q, LATENCY_BUCKETS, window)
+                out[name].append(None if value is None else round(value * 1000, 3))
+            out["error_rate"].append(_ratio(errors, total))
+            out["rejection_rate"].append(_ratio(rejected, total))
+            out["cache_hit_rate"].append(_ratio(hits, hits + misses))
+            out["queue_depth"].append(cur.queue_depth)
+            out["in_flight"].append(cur.in_flight)
+            out["batch_mean"].append(round((cur.batch_sum - prev.batch_sum) / batches, 2) if batches else None)
+        return out
+
+    def version_rates(self, span: int = QUANTILE_SPAN) -> dict[tuple[str, str], float]:
+        """Requests per second of each model version over the last ``span`` intervals."""
+        if len(self._samples) < 2:
+            return {}
+        cur, base = self._samples[-1], self._samples[max(0, len(self._samples) - 1 - span)]
+        dt = max(1e-6, cur.mono - base.mono)
+        return {key: round((sum(row) - sum(base.per_version.get(key, (0.0, 0.0)))) / dt, 3)
+                for key, row in cur.per_version.items()}
+
+
+def _ratio(part: float, whole: float) -> float | None:
+    return round(part / whole, 4) if whole > 0 else None
+
+
+SampleSource = Callable[[], Sample]
