@@ -94,7 +94,7 @@ class Repository:
         try:
             config = load_model_config(model_dir)
         except ModelConfigError as exc:
-            log.error("model %s refused: %s", name, exc)
+            log.error("model refused", extra={"fields": {"model": name, "reason": str(exc)}})
             entry = ModelEntry(name, None, error=str(exc))
             with self._lock:
                 self._models[name] = entry
@@ -121,13 +121,16 @@ class Repository:
         except (ManifestError, RuntimeLoadError, OSError, ValueError) as exc:
             version.state = VersionState.UNAVAILABLE
             version.reason = str(exc)
-            log.error("model %s version %d refused: %s", version.name, version.version, exc)
+            log.error("model refused", extra={"fields": {
+                "model": version.name, "version": version.version, "reason": str(exc)}})
             return
         version.load_seconds = time.monotonic() - started
         version.loaded_at = time.time()
         version.state = VersionState.READY
-        log.info("model %s version %d ready on %s/%s in %.2fs", version.name, version.version,
-                 version.compiled.runtime, version.compiled.device, version.load_seconds)
+        log.info("model loaded", extra={"fields": {
+            "model": version.name, "version": version.version, "runtime": version.compiled.runtime,
+            "device": version.compiled.device, "precision": manifest.precision, "format": manifest.format,
+            "load_seconds": round(version.load_seconds, 3)}})
 
     def _compile(self, version: ModelVersion, manifest: Manifest) -> CompiledModel:
         runtime = self._settings.runtime
@@ -153,6 +156,7 @@ class Repository:
             if version.compiled is not None:
                 version.compiled.close()
             version.state = VersionState.UNLOADED
+            log.info("model unloaded", extra={"fields": {"model": version.name, "version": version.version}})
 
     # --- lookups (event loop; cheap) -----------------------------------------------------
     def models(self) -> list[ModelEntry]:
