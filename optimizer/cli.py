@@ -26,11 +26,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path, help="ONNX file, repository version folder, or Hugging "
-                        "Face model folder")
+    parser.add_argument("source", type=Path, help="FP32 ONNX file or repository version folder")
     parser.add_argument("--name", help="model name in the repository (default: the source's)")
     parser.add_argument("--calibration", type=Path, required=True,
-                        help=".npz with one array per model input (a .txt of sentences for HF models)")
+                        help=".npz with one array per model input, named after it")
     parser.add_argument("--eval", dest="evaluation", type=Path,
                         help=".npz of held-out rows (+ 'labels'); without it the gate uses calibration rows")
     parser.add_argument("--format", default="openvino,onnx", help="openvino, onnx or both (default)")

@@ -35,7 +35,8 @@ def per_row(metric: str, outputs: np.ndarray, reference: np.ndarray,
     flat = outputs.reshape(outputs.shape[0], -1).astype(np.float64)
     ref = reference.reshape(reference.shape[0], -1).astype(np.float64)
     if metric == "accuracy":
-        assert labels is not None
+        if labels is None:
+            raise OptimizerError("metric 'accuracy' needs a 'labels' array in the eval data")
         return (flat.argmax(axis=1) == labels.reshape(-1)).astype(np.float64)
     if metric == "top1-agreement":
         return (flat.argmax(axis=1) == ref.argmax(axis=1)).astype(np.float64)

@@ -72,7 +72,8 @@ def publish(candidates: list[Candidate], context: PublishContext, rows: dict[str
 
 def _manifest(candidate: Candidate, context: PublishContext, staging: Path, row: dict[str, Any],
               baseline: dict[str, Any]) -> Manifest:
-    assert candidate.gate is not None  # only passing candidates are published
+    if candidate.gate is None:
+        raise ValueError(f"{candidate.format}: an ungated candidate cannot be published")
     source = context.source
     same_model = source.repository is not None and source.model_name == context.model_dir.name and (
         source.repository.resolve() == context.model_dir.parent.resolve())

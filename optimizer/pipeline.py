@@ -146,8 +146,7 @@ def _run_format(fmt: str, job: Job) -> Candidate:
 def _refusal(candidate: Candidate) -> str:
     if candidate.error:
         return f"{candidate.format}: failed: {candidate.error}"
-    assert candidate.gate is not None
-    return f"{candidate.format}: refused: {candidate.gate.describe()}"
+    return f"{candidate.format}: refused: {candidate.gate.describe() if candidate.gate else 'not evaluated'}"
 
 
 def _context(request: OptimizeRequest, job: Job, model_dir: Path, rows: list[Row]) -> PublishContext:

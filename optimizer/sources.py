@@ -1,4 +1,4 @@
-"""Load what the user hands in: an ONNX file, a repository version folder, or a Hugging Face folder.
+"""Load what the user hands in: an ONNX file or a repository version folder.
 
 Every source becomes one FP32 ONNX working copy (nodes named, so float fallbacks can name them)
 plus the tensor specs the calibration data must match. A source that lives inside a repository
@@ -26,7 +26,7 @@ class Source:
     """An FP32 model ready to optimize."""
 
     path: Path                 # what the user named
-    kind: str                  # "onnx" or "huggingface"
+    kind: str                  # "onnx" (Hugging Face folders: not yet)
     onnx_path: Path            # the FP32 working copy every optimizer step starts from
     sha256: str                # hash of the user's file (or folder) for provenance
     inputs: tuple[TensorSpec, ...]
@@ -41,9 +41,9 @@ def load_source(path: Path, workdir: Path) -> Source:
     if not path.exists():
         raise OptimizerError(f"source {path} does not exist")
     if path.is_dir() and (path / "config.json").is_file() and not (path / MANIFEST_NAME).exists():
-        from optimizer.hf import export_huggingface  # optional extra: imported only when needed
-
-        return export_huggingface(path, workdir)
+        # Planned: export through optimum (the optional 'hf' extra); not built yet.
+        raise OptimizerError(f"source {path} is a Hugging Face model folder; this build optimizes ONNX "
+                             "models only (export it to ONNX first, e.g. with optimum-cli)")
     model_file, location = _locate_onnx(path)
     return _load_onnx(path, model_file, workdir, location)
 

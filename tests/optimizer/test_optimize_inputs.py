@@ -81,6 +81,35 @@ def test_bad_input_gives_one_clear_line_and_publishes_nothing(
     assert sorted(p.name for p in (repository / "digits").iterdir()) == before
 
 
+def test_hugging_face_folder_is_refused_clearly(repository: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    folder = tmp_path / "minilm"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    assert _run(repository, source=folder) == 2
+    assert "Hugging Face model folder" in capsys.readouterr().err
+
+
+def test_appliance_cli_runs_the_optimizer(repository: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from appliance.cli import main as appliance_main
+
+    data = repository / "digits" / "data"
+    code = appliance_main(["optimize", str(repository / "digits" / "1"), "--calibration",
+                           str(tmp_path / "missing.npz"), "--eval", str(data / "eval.npz"), "--quiet"])
+    assert code == 2
+    assert "calibration data" in capsys.readouterr().err
+
+
+def test_optimizer_imports_without_the_appliance_package() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['appliance'] = None\n"
+            "import optimizer.cli, optimizer.pipeline, optimizer.bundled, optimizer.__main__")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
 def test_unwritable_repository_is_refused(repository: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     blocker = tmp_path / "a-file"
