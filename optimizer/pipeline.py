@@ -138,6 +138,8 @@ def _run_format(fmt: str, job: Job) -> Candidate:
         candidate = quantize_openvino(job) if fmt == "openvino" else quantize_onnx(job)
     except OptimizerError as exc:
         return Candidate(fmt, "int8", job.workdir, "", error=str(exc))
+    except Exception as exc:  # a library crash in one format must not hide the other's result
+        return Candidate(fmt, "int8", job.workdir, "", error=f"{type(exc).__name__}: {str(exc)[:200]}")
     if job.pruning:
         candidate.details["pruning"] = job.pruning
     return candidate

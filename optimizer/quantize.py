@@ -63,14 +63,16 @@ def _with_accuracy_control(job: Job, model: Any, calibration: Any, subset: int) 
     validation = nncf.Dataset([(row, index) for index, row in enumerate(rows)], lambda item: item[0])
     batch = job.fixed_batch or 1
     labels = job.evaluation.labels
+    # NNCF divides by the initial metric (even for absolute drops); mse scores 0 at best, so shift it.
+    offset = 1.0 if job.metric == "mse" else 0.0
 
     def validate(compiled: Any, items: Any) -> tuple[float, list[float]]:
         values: list[float] = []
         for row, index in items:
             out = np.asarray(compiled(row)[0])
             span = slice(index * batch, index * batch + out.shape[0])
-            values.extend(per_row(job.metric, out, job.reference[span],
-                                  None if labels is None else labels[span]).tolist())
+            scores = per_row(job.metric, out, job.reference[span], None if labels is None else labels[span])
+            values.extend((scores + offset).tolist())
         return float(np.mean(values)), values
 
     restorer = nncf.AdvancedAccuracyRestorerParameters(ranking_subset_size=min(RANKING_ROWS, len(rows)))

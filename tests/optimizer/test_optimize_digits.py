@@ -166,3 +166,13 @@ def _graph(repo: Path, version: int):
     import onnx
 
     return onnx.load(str(repo / "digits" / str(version) / "model.onnx")).graph
+
+
+@pytest.mark.parametrize("metric", ["top1-agreement", "cosine", "mse"])
+def test_reference_metrics_gate_against_the_fp32_outputs(metric: str, repository: Path) -> None:
+    data = repository / "digits" / "data"
+    result = optimize(OptimizeRequest(source=repository / "digits" / "1", formats=("openvino",), metric=metric,
+                                      calibration=data / "calibration.npz", evaluation=data / "eval.npz", **FAST))
+    gate = read_manifest(repository / "digits" / str(result.versions[0])).metrics["accuracy"]
+    assert gate["metric"] == metric and gate["passed"]
+    assert gate["reference"] == (0.0 if metric == "mse" else 1.0)
