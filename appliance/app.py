@@ -11,9 +11,11 @@ from aiohttp import web
 from appliance.artifacts import SealedArtifactReader
 from appliance.auth.guard import Guard
 from appliance.auth.middleware import GUARD, guard_middleware
+from appliance.audit import AuditLogSlot, AuditRecord, open_audit_log
+from appliance.audit.requests import InferenceAuditor
 from appliance.cache import PredictionCache
 from appliance.config import Settings
-from appliance.keys import METRICS, OBSERVABILITY, REPOSITORY, SERVICE, SETTINGS, STATE, ServerState
+from appliance.keys import AUDIT, METRICS, OBSERVABILITY, REPOSITORY, SERVICE, SETTINGS, STATE, ServerState
 from appliance.metrics import Metrics
 from appliance.observability import Observability, lifecycle
 from appliance.protocol.middleware import request_middleware
@@ -30,6 +32,7 @@ def create_app(settings: Settings) -> web.Application:
     metrics = Metrics()
     repository = Repository(settings, artifact_reader=SealedArtifactReader(settings))
     app[SETTINGS] = settings
+    app[AUDIT] = AuditLogSlot()
     app[GUARD] = Guard(settings)
     app[METRICS] = metrics
     app[REPOSITORY] = repository
@@ -39,8 +42,21 @@ def create_app(settings: Settings) -> web.Application:
     app[OBSERVABILITY] = Observability.create(settings)
     lifecycle.install(app)
     add_routes(app)
+    app.cleanup_ctx.append(_audit)
     app.cleanup_ctx.append(_models)
     return app
+
+
+async def _audit(app: web.Application) -> AsyncIterator[None]:
+    """Open the audit log before serving (a missing or wrong key stops start-up with
+    AuditKeyError); close it last, after the drain, so every answered request is on disk."""
+    audit_log = await asyncio.to_thread(open_audit_log, app[SETTINGS])
+    app[AUDIT].target = audit_log
+    if app[SETTINGS].audit.enabled:
+        app[SERVICE].audit = InferenceAuditor(audit_log)
+    yield
+    app[SERVICE].audit = None
+    await audit_log.aclose()
 
 
 async def _models(app: web.Application) -> AsyncIterator[None]:
@@ -50,6 +66,7 @@ async def _models(app: web.Application) -> AsyncIterator[None]:
 
     async def load() -> None:
         await asyncio.to_thread(repository.load_all)
+        _audit_model_loads(app)
         state.ready = True
         log.info("ready", extra={"fields": {"models": [e.name for e in repository.models()]}})
 
@@ -57,3 +74,13 @@ async def _models(app: web.Application) -> AsyncIterator[None]:
     yield
     await asyncio.gather(task, return_exceptions=True)
     await asyncio.to_thread(repository.close)
+
+
+
+def _audit_model_loads(app: web.Application) -> None:
+    for entry in app[REPOSITORY].models():
+        for number, version in entry.versions.items():
+            app[AUDIT].append_nowait(AuditRecord(
+                action="model_load", model=entry.name, version=str(number), status=200 if version.ready else 503,
+                device=version.compiled.device if version.compiled else "", detail=version.reason,
+                latency_ms=version.load_seconds * 1000))

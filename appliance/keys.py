@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from appliance.audit import AuditLog
+from appliance.audit import AuditLogSlot
 from appliance.config import Settings
 from appliance.metrics import Metrics
 from appliance.observability import Observability
@@ -29,8 +29,8 @@ METRICS = web.AppKey("metrics", Metrics)
 STATE = web.AppKey("state", ServerState)
 OBSERVABILITY = web.AppKey("observability", Observability)
 #: The audit log, when the factory opened one (auth failures and admin actions are appended to it).
-AUDIT = web.AppKey("audit", AuditLog)
+AUDIT = web.AppKey("audit", AuditLogSlot)
 #: Per-request context (request id, principal, deadline...) stored on the request.
-CONTEXT = "appliance.context"
+CONTEXT = web.RequestKey("context", RequestContext)
 __all__ = ["AUDIT", "CONTEXT", "METRICS", "OBSERVABILITY", "REPOSITORY", "SERVICE", "SETTINGS", "STATE",
            "RequestContext", "ServerState"]

@@ -81,10 +81,12 @@ def run(args: argparse.Namespace) -> int:
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
+    from appliance.audit import AuditError
+
     try:
         return runner(serve(settings))
-    except ConfigError as exc:
-        print(f"appliance: {exc}", file=sys.stderr)
+    except (ConfigError, AuditError) as exc:
+        print(f"appliance: cannot start: {exc}", file=sys.stderr)
         return 2
 
 

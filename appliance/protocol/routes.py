@@ -186,6 +186,7 @@ async def infer(request: web.Request) -> web.Response:
     app = request.app
     settings = app[SETTINGS]
     ctx = _context(request)
+    app[REPOSITORY].entry(request.match_info["model"])  # 404 before reading the body
     header = request.headers.get(HEADER_LENGTH)
     try:
         header_length = int(header) if header is not None else None

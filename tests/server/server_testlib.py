@@ -84,3 +84,32 @@ def copy_model(repository: Path, source: str, target: str, runtime: str | None =
     if runtime:
         path = repository / target / "model.toml"
         path.write_text(path.read_text().replace('runtime = "auto"', f'runtime = "{runtime}"'))
+
+
+def publish_heavy_model(repository: Path, name: str = "heavy", width: int = 1024, layers: int = 8,
+                        max_batch_size: int = 64) -> Path:
+    """A compute-heavy MLP (one shared width×width weight applied ``layers`` times) so that a
+    request is slow enough to be caught in flight."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weight = (rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32)
+    nodes, previous = [], "x"
+    for i in range(layers):
+        nodes.append(helper.make_node("MatMul", [previous, "w"], [f"h{i}"]))
+        nodes.append(helper.make_node("Tanh", [f"h{i}"], [f"a{i}"]))
+        previous = f"a{i}"
+    nodes.append(helper.make_node("Identity", [previous], ["y"]))
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", width])],
+                              initializer=[numpy_helper.from_array(weight, "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model_dir = repository / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "model.toml").write_text(f"max_batch_size = {max_batch_size}\n")
+    with staging_directory(model_dir) as staging:
+        (staging / "model.onnx").write_bytes(model.SerializeToString())
+        Manifest.for_directory(staging, format="onnx", precision="fp32", model_file="model.onnx").write(staging)
+        return publish_version(model_dir, staging)
