@@ -287,15 +287,40 @@ make_admin_key() {
         return
     fi
     say "creating the first admin API key"
-    local out key
-    out="$(run_as_service_user "$APPLIANCE" keys create --name admin --scopes infer,read,admin,audit \
-        --config "$CONFIG")" || die "appliance keys create failed"
-    # The key is the one token on the output that looks like a key (the command prints it once).
-    key="$(printf '%s\n' "$out" | grep -oE '[A-Za-z0-9_.~+/=-]{32,}' | tail -n 1)"
-    [ -n "$key" ] || die "could not find the key in the output of appliance keys create"
+    local key name=admin
+    # An active key named admin whose secret file was lost: create another rather than fail.
+    if run_as_service_user "$APPLIANCE" keys list --config "$CONFIG" 2>/dev/null \
+            | awk -F'\t' '$2 == "admin" && $6 == "active" { found = 1 } END { exit !found }'; then
+        name="admin-$(date -u +%Y%m%d%H%M%S)"
+    fi
+    # `keys create` prints the key alone on the first line of stdout, once; the store keeps a hash.
+    key="$(run_as_service_user "$APPLIANCE" keys create --name "$name" --scopes infer,read,admin,audit \
+        --config "$CONFIG" | head -n 1)" || die "appliance keys create failed"
+    [ -n "$key" ] || die "appliance keys create printed no key"
     ( umask 077; printf '%s\n' "$key" >"$ADMIN_KEY_FILE.tmp" )
     mv "$ADMIN_KEY_FILE.tmp" "$ADMIN_KEY_FILE"
-    say "admin API key stored in $ADMIN_KEY_FILE (0600)"
+    say "admin API key ($name) stored in $ADMIN_KEY_FILE (0600)"
+}
+
+install_admin_cli() {
+    # `appliance` on root's PATH: the service's key locations, and `keys` run as the service user
+    # so the API-key store stays readable by the server.
+    local wrapper=/usr/local/bin/appliance
+    say "installing the operator command $wrapper"
+    cat >"$wrapper.tmp" <<EOF
+#!/bin/sh
+# Installed by model-appliance's install.sh: the appliance CLI for operators of the service.
+# Keys live in $CRED_DIR (systemd hands them to the server as credentials).
+export APPLIANCE_AUDIT_KEY_FILE="\${APPLIANCE_AUDIT_KEY_FILE:-$CRED_DIR/audit.key}"
+export APPLIANCE_AUDIT_SIGNING_KEY_FILE="\${APPLIANCE_AUDIT_SIGNING_KEY_FILE:-$CRED_DIR/audit-signing.key}"
+export APPLIANCE_AUTH_MODEL_KEY_FILE="\${APPLIANCE_AUTH_MODEL_KEY_FILE:-$CRED_DIR/model.key}"
+if [ "\${1:-}" = keys ] && [ "\$(id -u)" = 0 ]; then
+    cd / && exec runuser -u $SERVICE_USER -- $APPLIANCE "\$@"
+fi
+exec $APPLIANCE "\$@"
+EOF
+    chmod 0755 "$wrapper.tmp"
+    mv "$wrapper.tmp" "$wrapper"
 }
 
 # ---------------------------------------------------------------- service
@@ -377,6 +402,7 @@ uninstall() {
         rm -rf "/etc/systemd/system/$UNIT_NAME" "/etc/systemd/system/$UNIT_NAME.d"
         systemctl daemon-reload
         rm -rf "$PREFIX"
+        if grep -qs "model-appliance's install.sh" /usr/local/bin/appliance; then rm -f /usr/local/bin/appliance; fi
         if [ "$PURGE" = 1 ]; then
             say "purging $CONF_DIR, $STATE_DIR and the user $SERVICE_USER"
             rm -rf "$CONF_DIR" "$STATE_DIR" "/var/lib/private/model-appliance"
@@ -429,7 +455,7 @@ main() {
     build_models
     write_config
     make_keys
-    if [ "$MODE" = service ]; then install_unit; fi
+    if [ "$MODE" = service ]; then install_unit; install_admin_cli; fi
     make_admin_key
     say "install took $((SECONDS - started)) s"
     if [ "$MODE" = service ]; then
