@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from appliance.artifacts import SealedArtifactReader
-from appliance.auth.guard import Guard
-from appliance.auth.middleware import GUARD, guard_middleware
 from appliance.audit import AuditLogSlot, AuditRecord, open_audit_log
 from appliance.audit.requests import InferenceAuditor
+from appliance.auth.guard import Guard
+from appliance.auth.middleware import GUARD, guard_middleware
 from appliance.cache import PredictionCache
 from appliance.config import Settings
 from appliance.keys import AUDIT, METRICS, OBSERVABILITY, REPOSITORY, SERVICE, SETTINGS, STATE, ServerState

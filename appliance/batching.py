@@ -127,7 +127,7 @@ class Batcher:
         batch = [head]
         if not self._batched:
             return batch
-        rows, skipped = head.rows, deque()
+        rows, skipped = head.rows, deque[_Pending]()
         now = time.monotonic()
         while self._pending and rows < self._max_rows:
             item = self._pending.popleft()

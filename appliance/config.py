@@ -193,8 +193,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None or (isinstance(value, str) and value == ""):
             return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key)
+        return _coerce(value, next(a for a in args if a is not type(None)), key)
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, args))}")
@@ -206,23 +205,27 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a list")
         return [_coerce(v, args[0], key) for v in value]
     try:
-        if hint is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            if not isinstance(value, bool):
-                raise ValueError(value)
-            return value
-        if hint is int and isinstance(value, bool | float):
-            raise ValueError(value)
-        if hint is Path:
-            return Path(value)
-        return hint(value)
+        return _scalar(value, hint)
     except (TypeError, ValueError):
         raise ConfigError(f"{key}: {value!r} is not a valid {getattr(hint, '__name__', hint)}") from None
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _scalar(value: Any, hint: Any) -> Any:
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in _TRUE + _FALSE:
+            return value.lower() in _TRUE
+        raise ValueError(value)
+    if hint is int and isinstance(value, bool | float):
+        raise ValueError(value)
+    if hint is Path:
+        return Path(value)
+    return hint(value)
 
 
 def _build_group(name: str, cls: type, values: Mapping[str, Any]) -> Any:
@@ -301,9 +304,9 @@ def settings_table() -> str:
     """Markdown table of every key, its default and its documentation."""
     lines = ["| key | default | env | meaning |", "|---|---|---|---|"]
     for group_field in dataclasses.fields(Settings):
-        cls = _group_types()[group_field.name]
-        for f in dataclasses.fields(cls):
-            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        defaults = _group_types()[group_field.name]()
+        for f in dataclasses.fields(defaults):
+            default = getattr(defaults, f.name)
             shown = "—" if default is None else f"`{default}`"
             env = f"`APPLIANCE_{group_field.name.upper()}_{f.name.upper()}`"
             lines.append(f"| `{group_field.name}.{f.name}` | {shown} | {env} | {f.metadata['doc']} |")

@@ -176,25 +176,12 @@ class InferenceService:
                 raise InvalidInput(f"model '{target.name}' has no input '{tensor.name}' "
                                    f"(inputs: {', '.join(plan)})")
             if tensor.datatype != spec.datatype:
-                raise InvalidInput(f"input '{tensor.name}': datatype {tensor.datatype}, model expects {spec.datatype}")
-            shape = tensor.shape
-            if max_batch > 0:
-                if len(shape) != len(spec.dims) + 1:
-                    raise InvalidInput(f"input '{tensor.name}': shape {list(shape)} must be "
-                                       f"[batch, {', '.join(map(str, spec.dims))}]")
-                if shape[0] > max_batch:
-                    raise LimitExceeded(f"input '{tensor.name}': batch of {shape[0]} exceeds max_batch_size {max_batch}")
-                if shape[0] == 0:
-                    raise InvalidInput(f"input '{tensor.name}': empty batch")
-                if batch_rows is not None and shape[0] != batch_rows:
-                    raise InvalidInput("all inputs must have the same batch size")
-                batch_rows = shape[0]
-                trailing = shape[1:]
-            else:
-                trailing = shape
-            if len(trailing) != len(spec.dims) or any(d not in (-1, s) for d, s in zip(spec.dims, trailing, strict=True)):
-                raise InvalidInput(f"input '{tensor.name}': shape {list(shape)} does not match model dims "
-                                   f"{list(spec.dims)}" + (" after the batch dimension" if max_batch > 0 else ""))
+                raise InvalidInput(f"input '{tensor.name}': datatype {tensor.datatype}, "
+                                   f"model expects {spec.datatype}")
+            rows = _check_shape(tensor.name, tensor.shape, spec.dims, max_batch)
+            if batch_rows is not None and rows != batch_rows:
+                raise InvalidInput("all inputs must have the same batch size")
+            batch_rows = rows
             inputs[tensor.name] = tensor.data
         missing = [name for name in plan if name not in inputs]
         if missing:
@@ -261,6 +248,24 @@ class InferenceService:
                 return False
             await asyncio.sleep(0.01)
         return True
+
+
+def _check_shape(name: str, shape: tuple[int, ...], dims: tuple[int, ...], max_batch: int) -> int | None:
+    """Validate one input's shape against the model's dims; returns its batch rows (if batched)."""
+    rows = None
+    trailing = shape
+    if max_batch > 0:
+        if len(shape) != len(dims) + 1:
+            raise InvalidInput(f"input '{name}': shape {list(shape)} must be [batch, {', '.join(map(str, dims))}]")
+        rows, trailing = shape[0], shape[1:]
+        if rows > max_batch:
+            raise LimitExceeded(f"input '{name}': batch of {rows} exceeds max_batch_size {max_batch}")
+        if rows == 0:
+            raise InvalidInput(f"input '{name}': empty batch")
+    if len(trailing) != len(dims) or any(d not in (-1, s) for d, s in zip(dims, trailing, strict=True)):
+        where = " after the batch dimension" if max_batch > 0 else ""
+        raise InvalidInput(f"input '{name}': shape {list(shape)} does not match model dims {list(dims)}{where}")
+    return rows
 
 
 def input_plan(target: ModelVersion) -> dict[str, _InputPlan]:

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from pathlib import Path
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from appliance.config import ConfigError, Settings, load_settings
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"appliance: configuration error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.server.log_level)
+    runner: Callable[[Coroutine[Any, Any, int]], int]
     try:
         import uvloop
 

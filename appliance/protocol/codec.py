@@ -87,10 +87,7 @@ def _parse_shape(raw: Any, name: str, max_elements: int) -> tuple[tuple[int, ...
 def _json_tensor(name: str, datatype: str, shape: tuple[int, ...], count: int, data: Any) -> np.ndarray:
     if not isinstance(data, list):
         data = [data]
-    if datatype == "BYTES":
-        array = _json_bytes(name, data)
-    else:
-        array = _json_numbers(name, datatype, data)
+    array = _json_bytes(name, data) if datatype == "BYTES" else _json_numbers(name, datatype, data)
     if array.size != count:
         raise InvalidInput(
             f"input '{name}': shape {list(shape)} needs {count} elements, data has {array.size}"

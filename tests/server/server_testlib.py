@@ -32,7 +32,6 @@ def eval_rows(repository: Path, count: int = 8) -> tuple[np.ndarray, np.ndarray]
 
 def publish_identity_model(repository: Path, name: str = "identity") -> Path:
     """An ONNX model echoing one input per protocol datatype (no batch dimension)."""
-    import onnx
     from onnx import TensorProto, helper
 
     types = {
@@ -90,7 +89,6 @@ def publish_heavy_model(repository: Path, name: str = "heavy", width: int = 1024
                         max_batch_size: int = 64) -> Path:
     """A compute-heavy MLP (one shared width×width weight applied ``layers`` times) so that a
     request is slow enough to be caught in flight."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)

@@ -1,0 +1,83 @@
+"""Bridge from the data plane to the audit log: one record per answered inference request.
+
+Only digests and a small summary leave the request (the log seals them); the inputs and
+outputs themselves are kept only for models that opt in with ``[audit] capture_payloads``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import time
+from typing import Any
+
+import numpy as np
+
+from appliance.audit.log import AuditLog, NullAuditLog
+from appliance.audit.model import AuditError, AuditRecord
+from appliance.errors import ServiceUnavailable
+from appliance.service import InferOutcome, tensor_digest
+
+#: Digests of inputs larger than this are computed in a thread, off the event loop.
+_OFFLOAD_BYTES = 256 * 1024
+_SUMMARY_ROWS = 16
+_REJECTIONS = frozenset({429, 503, 504})
+
+
+class InferenceAuditor:
+    """The service's ``AuditSink``: strict mode awaits the commit before the response is sent."""
+
+    def __init__(self, log: AuditLog | NullAuditLog) -> None:
+        self.log = log
+
+    async def record_inference(self, outcome: InferOutcome) -> None:
+        request, outputs = outcome.request, outcome.outputs
+        inputs = {t.name: t.data for t in request.inputs} if request is not None else {}
+        capture = bool(outcome.version and outcome.version.config.capture_payloads and outputs)
+        size = sum(a.nbytes for a in inputs.values())
+        if size > _OFFLOAD_BYTES or capture:
+            digests = await asyncio.to_thread(_digests, inputs, outputs, capture)
+        else:
+            digests = _digests(inputs, outputs, capture)
+        ctx = outcome.context
+        compiled = outcome.version.compiled if outcome.version else None
+        record = AuditRecord(
+            action="reject" if outcome.status in _REJECTIONS else "infer",
+            request_id=ctx.request_id, principal=ctx.principal, client=ctx.client, model=ctx.model,
+            version=ctx.version, status=outcome.status, latency_ms=(time.monotonic() - ctx.started) * 1000,
+            cache_hit=ctx.cache_hit, device=compiled.device if compiled else "",
+            input_sha256=digests[0], output_sha256=digests[1], summary=summarize(outputs),
+            payload=digests[2], detail=outcome.error,
+        )
+        if outcome.status != 200:
+            self.log.append_nowait(record)  # a refusal must not wait on the disk
+            return
+        try:
+            await self.log.append(record)
+        except AuditError as exc:
+            raise ServiceUnavailable(f"audit log unavailable: {exc}") from None
+
+
+def _digests(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray] | None,
+             capture: bool) -> tuple[str, str, bytes | None]:
+    payload = None
+    if capture and outputs is not None:
+        buffer = io.BytesIO()
+        arrays = {f"input.{k}": v for k, v in inputs.items()} | {f"output.{k}": v for k, v in outputs.items()}
+        np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
+        payload = buffer.getvalue()
+    return (tensor_digest(inputs) if inputs else "", tensor_digest(outputs) if outputs else "", payload)
+
+
+def summarize(outputs: dict[str, np.ndarray] | None) -> dict[str, Any] | None:
+    """Top class and confidence per row for a classifier-shaped output (first 2-D float output)."""
+    if not outputs:
+        return None
+    for name, array in outputs.items():
+        if array.ndim == 2 and array.dtype.kind == "f" and array.shape[1] > 1:
+            head = array[:_SUMMARY_ROWS]
+            return {"output": name, "rows": int(array.shape[0]),
+                    "top_class": head.argmax(axis=1).tolist(),
+                    "confidence": [round(float(v), 4) for v in head.max(axis=1)]}
+    first = next(iter(outputs.items()))
+    return {"output": first[0], "shape": list(first[1].shape)}
