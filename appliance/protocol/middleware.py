@@ -64,8 +64,10 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     if span is not None:
         otel.finish(span, status, {"appliance.model": ctx.model, "appliance.version": ctx.version,
                                    "appliance.request_id": ctx.request_id})
-    if ctx.model and request.app[SETTINGS].observability.request_log and log.isEnabledFor(logging.INFO):
-        _log_request(ctx, status)
+    # Inference requests only (resolved, or refused before resolution): not probes or metadata.
+    model = ctx.model or (request.match_info.get("model", "") if request.method == "POST" else "")
+    if model and request.app[SETTINGS].observability.request_log and log.isEnabledFor(logging.INFO):
+        _log_request(ctx, status, model)
     return response
 
 
@@ -74,10 +76,10 @@ def _span_name(request: web.Request) -> str:
     return f"{request.method} {resource.canonical if resource is not None else request.path}"
 
 
-def _log_request(ctx: RequestContext, status: int) -> None:
+def _log_request(ctx: RequestContext, status: int, model: str) -> None:
     log.info("request", extra={"fields": {
         "request_id": ctx.request_id, "trace_id": ctx.trace_id, "principal": ctx.principal,
-        "model": ctx.model, "version": ctx.version, "protocol": ctx.protocol, "status": status,
+        "model": model, "version": ctx.version, "protocol": ctx.protocol, "status": status,
         "batch_size": ctx.batch_size, "cache_hit": ctx.cache_hit,
         "latency_ms": round((time.monotonic() - ctx.started) * 1000, 3),
     }})

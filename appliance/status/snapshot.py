@@ -4,6 +4,7 @@ hardware, models, traffic history, audit health and prediction quality."""
 from __future__ import annotations
 
 import time
+from functools import cache
 from typing import Any
 
 import psutil
@@ -42,8 +43,14 @@ def build(app: web.Application) -> dict[str, Any]:
     }
 
 
+@cache
+def _this_process() -> psutil.Process:
+    """One object, so ``cpu_percent()`` measures since the previous status request."""
+    return psutil.Process()
+
+
 def _process(memory: Any) -> dict[str, Any]:
-    process = psutil.Process()
+    process = _this_process()
     with process.oneshot():
         rss = process.memory_info().rss
         cpu = process.cpu_percent(interval=None)

@@ -20,7 +20,7 @@ const el = (tag, attrs = {}, ...children) => {
 // ---- formatting -------------------------------------------------------------------------------
 const num = (v, digits = 1) => (v === null || v === undefined || Number.isNaN(v)) ? "–"
   : Math.abs(v) >= 100 ? Math.round(v).toLocaleString() : v.toFixed(Math.abs(v) >= 10 ? Math.min(digits, 1) : digits);
-const ms = (v) => v === null || v === undefined ? "–" : v < 1 ? v.toFixed(2) : v < 10 ? v.toFixed(1) : Math.round(v).toString();
+const ms = (v) => v === null || v === undefined ? "–" : v === 0 ? "0" : v < 1 ? v.toFixed(2) : v < 10 ? v.toFixed(1) : Math.round(v).toString();
 const pct = (v) => v === null || v === undefined ? "–" : (v * 100 >= 10 ? (v * 100).toFixed(0) : (v * 100).toFixed(1)) + "%";
 const count = (v) => (v ?? 0).toLocaleString();
 function bytes(v) {
@@ -68,9 +68,11 @@ function legend(id, series) {
   }));
 }
 
-function lineChart(canvas, t, series, { format = (v) => num(v), max = null } = {}) {
+const axis = (v) => Number.isInteger(v) ? v.toLocaleString() : num(v, 2);
+
+function lineChart(canvas, t, series, { format = axis, max = null } = {}) {
   const { ctx, w, h } = surface(canvas);
-  const pad = { l: 46, r: 10, t: 8, b: 20 };
+  const pad = { l: 54, r: 10, t: 8, b: 20 };
   const plotW = w - pad.l - pad.r, plotH = h - pad.t - pad.b;
   const muted = css("--muted"), line = css("--line");
   const values = series.flatMap((s) => s.values.filter((v) => v !== null));
@@ -194,7 +196,7 @@ function renderModels(doc) {
     if (!model.versions.length) {
       rows.push(el("tr", {}, el("td", {}, model.name), el("td", {}, "–"),
         el("td", {}, el("span", { class: "state UNAVAILABLE" }, "UNAVAILABLE"), el("span", { class: "reason" }, model.error)),
-        el("td"), el("td"), el("td", { class: "num" }, "0"), el("td", { class: "num" }, "0"), el("td", { class: "num" }, "0"),
+        el("td"), el("td"), el("td", { class: "num" }, "0"), el("td", { class: "num wide" }, "0"), el("td", { class: "num" }, "0"),
         el("td", { class: "num wide" })));
       continue;
     }
@@ -205,10 +207,12 @@ function renderModels(doc) {
         el("td", {}, el("b", {}, model.name)), el("td", {}, v.version), state,
         el("td", {}, [v.precision, v.format].filter(Boolean).join(" · ") || "–"),
         el("td", {}, [v.runtime, v.device].filter(Boolean).join(" · ") || "–"),
-        el("td", { class: "num requests" }, count(v.requests)), el("td", { class: "num" }, count(v.failed)),
+        el("td", { class: "num requests" }, count(v.requests)), el("td", { class: "num wide" }, count(v.failed)),
         el("td", { class: "num" }, num(v.rps)), el("td", { class: "num wide" }, v.load_seconds ? `${v.load_seconds.toFixed(2)} s` : "–")));
     }
   }
+  const heads = [...$("models").tHead.rows[0].cells].map((c) => c.textContent);
+  for (const row of rows) [...row.cells].forEach((cell, i) => { cell.dataset.label = heads[i] || ""; });
   $("models").tBodies[0].replaceChildren(...rows);
 }
 

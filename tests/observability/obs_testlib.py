@@ -99,3 +99,35 @@ async def drive_traffic(client: TestClient, x: np.ndarray) -> dict[str, int]:
     counts["ok"] += statuses.count(200)
     assert set(statuses) <= {200, 429}, statuses
     return counts
+
+
+def start_subprocess_server(models: Path, state: Path, env: dict[str, str]) -> tuple[Any, str, Path]:
+    """``appliance serve`` as a real process on a free loopback port; returns (process, url, log path)."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    state.mkdir(parents=True, exist_ok=True)
+    log_path = state / "server.log"
+    command = [sys.executable, "-m", "appliance", "serve", "--models", str(models), "--state-dir", str(state),
+               "--host", "127.0.0.1", "--port", str(port)]
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "APPLIANCE_AUDIT_ENABLED": "false", **env})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/v2/health/ready", timeout=2) as response:
+                if response.status == 200:
+                    return process, url, log_path
+        except OSError:
+            time.sleep(0.1)
+    process.kill()
+    raise RuntimeError(f"server did not start:\n{log_path.read_text()}")
