@@ -12,7 +12,6 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
-import openvino as ov
 from auth_testlib import DIGITS_ROW, running, settings_for
 
 from appliance.cli import main
@@ -30,6 +29,8 @@ def _copy(repository: Path, source: str, target: str) -> None:
 
 def _add_openvino_ir(repository: Path, name: str) -> None:
     """``name`` holding one FP32 OpenVINO IR version converted from digits' ONNX."""
+    import openvino as ov
+
     (repository / name).mkdir()
     shutil.copy(repository / "digits" / "model.toml", repository / name / "model.toml")
     with staging_directory(repository / name) as staging:
