@@ -145,6 +145,7 @@ class Repository:
             device=version.config.device or runtime.device, performance_hint=runtime.performance_hint,
             nireq=runtime.nireq, threads=runtime.threads, cache_dir=cache_dir,
             model_bytes=model_bytes, weights=weights,
+            extra_config=manifest.optimizer.get("runtime_config") or None,
         )
         _check_declared_tensors(version.config, compiled)
         return compiled

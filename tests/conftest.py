@@ -31,6 +31,17 @@ def digits_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def optimized_repository(tmp_path_factory: pytest.TempPathFactory, digits_repository: Path) -> Path:
+    """The sample repository as install.sh leaves it: digits/1 FP32 plus the optimizer's INT8 versions."""
+    from optimizer.bundled import optimize_bundled
+
+    root = tmp_path_factory.mktemp("optimized") / "models"
+    shutil.copytree(digits_repository, root)
+    optimize_bundled(root, bench_seconds=0.2)
+    return root
+
+
 @pytest.fixture
 def repository(digits_repository: Path, tmp_path: Path) -> Path:
     """A private, writable copy of the sample repository (tests may tamper with it)."""

@@ -8,8 +8,8 @@ import ipaddress
 import logging
 import signal
 import sys
-from pathlib import Path
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 from appliance.config import ConfigError, Settings, load_settings

@@ -85,7 +85,8 @@ class OpenVinoModel:
 
 def load_openvino(model_path: Path, *, device: str, precision: str, performance_hint: str,
                   nireq: int, cache_dir: Path | None, threads: int,
-                  weights: bytes | None = None, model_bytes: bytes | None = None) -> OpenVinoModel:
+                  weights: bytes | None = None, model_bytes: bytes | None = None,
+                  extra_config: dict[str, Any] | None = None) -> OpenVinoModel:
     """Read and compile an IR (``.xml`` + ``.bin``) or ONNX model, from disk or from memory."""
     ov_core = core()
     chosen = openvino_device(device, ov_core.available_devices)
@@ -95,6 +96,8 @@ def load_openvino(model_path: Path, *, device: str, precision: str, performance_
         config["INFERENCE_PRECISION_HINT"] = "f32"
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
+    # Properties the optimizer measured as paying off (e.g. sparse-weight decompression).
+    config.update(extra_config or {})
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         config["CACHE_DIR"] = str(cache_dir)

@@ -111,3 +111,23 @@ def publish_heavy_model(repository: Path, name: str = "heavy", width: int = 1024
         (staging / "model.onnx").write_bytes(model.SerializeToString())
         Manifest.for_directory(staging, format="onnx", precision="fp32", model_file="model.onnx").write(staging)
         return publish_version(model_dir, staging)
+
+
+async def started_client(settings: Settings, ready_within_s: float = 180.0):  # -> aiohttp TestClient
+    """A real in-process server on 127.0.0.1 and a client, once every model has loaded."""
+    import asyncio
+    import time
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from appliance.app import create_app
+
+    client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
+    await client.start_server()
+    deadline = time.monotonic() + ready_within_s
+    while (await client.get("/v2/health/ready")).status != 200:
+        if time.monotonic() > deadline:
+            await client.close()
+            raise TimeoutError(f"server not ready after {ready_within_s}s")
+        await asyncio.sleep(0.05)
+    return client

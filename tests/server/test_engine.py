@@ -8,22 +8,21 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from server_testlib import eval_rows, publish_heavy_model, publish_openvino_ir, set_version_policy, settings_for
+from aiohttp.test_utils import TestClient
+from server_testlib import (
+    eval_rows,
+    publish_heavy_model,
+    publish_openvino_ir,
+    set_version_policy,
+    settings_for,
+    started_client,
+)
 
-from appliance.app import create_app
 from appliance.keys import METRICS
 
 
 async def _client(repository: Path, tmp_path: Path, **groups: dict) -> TestClient:
-    client = TestClient(TestServer(create_app(settings_for(repository, tmp_path / "state", **groups)),
-                                   host="127.0.0.1"))
-    await client.start_server()
-    for _ in range(600):
-        if (await client.get("/v2/health/ready")).status == 200:
-            return client
-        await asyncio.sleep(0.05)
-    raise TimeoutError("server not ready")
+    return await started_client(settings_for(repository, tmp_path / "state", **groups))
 
 
 def _doc(x: np.ndarray, **extra: object) -> dict:

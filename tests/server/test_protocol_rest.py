@@ -10,24 +10,19 @@ import numpy as np
 import onnxruntime as ort
 import orjson
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
-from server_testlib import eval_rows, publish_identity_model, publish_openvino_ir, set_version_policy, settings_for
-
-from appliance.app import create_app
+from aiohttp.test_utils import TestClient
+from server_testlib import (
+    eval_rows,
+    publish_identity_model,
+    publish_openvino_ir,
+    set_version_policy,
+    settings_for,
+    started_client,
+)
 
 
 async def _client(repository: Path, tmp_path: Path, **groups: dict) -> TestClient:
-    app = create_app(settings_for(repository, tmp_path / "state", **groups))
-    client = TestClient(TestServer(app, host="127.0.0.1"))
-    await client.start_server()
-    for _ in range(600):
-        response = await client.get("/v2/health/ready")
-        if response.status == 200:
-            break
-        import asyncio
-
-        await asyncio.sleep(0.05)
-    return client
+    return await started_client(settings_for(repository, tmp_path / "state", **groups))
 
 
 @pytest.fixture
