@@ -134,25 +134,28 @@ class ApiKeyVerifier:
     """Checks presented keys against the store, re-read when the file changes (revocation)."""
 
     def __init__(self, path: Path, interval: float = 1.0) -> None:
-        self._store = WatchedFile(path, parse_store, {}, interval)
+        self._store: WatchedFile[dict[str, KeyRecord]] = WatchedFile(path, parse_store, {}, interval)
         self._store.reload()
-        self._counted: tuple[object, bool] = (None, False)
+        self._seen: object = None
+        self._active: dict[str, tuple[str, Principal]] = {}  # key id -> (hash, principal)
+
+    def _current(self) -> dict[str, tuple[str, Principal]]:
+        """Active keys, rebuilt only when the store changed (the per-request path allocates nothing)."""
+        records = self._store.current()
+        if records is not self._seen:
+            self._seen = records
+            self._active = {k: (r.sha256, r.principal()) for k, r in records.items() if r.revoked_at is None}
+        return self._active
 
     def has_keys(self) -> bool:
-        """Whether any key is active (cached per version of the store: this runs per request)."""
-        records = self._store.current()
-        if self._counted[0] is not records:
-            self._counted = (records, any(r.revoked_at is None for r in records.values()))
-        return self._counted[1]
+        return bool(self._current())
 
     def verify(self, token: str) -> Principal | None:
         """The key's principal, or None when the key is malformed, unknown, revoked or wrong."""
         parts = split_key(token)
         if parts is None:
             return None
-        record = self._store.current().get(parts[0])
-        if record is None or record.revoked_at is not None:
+        found = self._current().get(parts[0])
+        if found is None or not hmac.compare_digest(digest(*parts), found[0]):
             return None
-        if not hmac.compare_digest(digest(*parts), record.sha256):
-            return None
-        return record.principal()
+        return found[1]

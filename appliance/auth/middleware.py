@@ -35,8 +35,8 @@ GUARD = web.AppKey("guard", Guard)
 @web.middleware
 async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     guard = request.app[GUARD]
-    scope = guard.policy.required_scope(request.match_info.route.resource and
-                                        request.match_info.route.resource.canonical)
+    resource = request.match_info.route.resource
+    scope = guard.policy.required_scope(resource.canonical if resource is not None else None)
     if scope == OPEN:
         return await handler(request)
     ctx: RequestContext = request[CONTEXT]

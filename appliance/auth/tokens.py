@@ -64,7 +64,7 @@ class JwtVerifier:
         self._algorithms = check_algorithms(settings.jwt_algorithms)
         self._issuer, self._audience = settings.jwt_issuer, settings.jwt_audience
         self._claim = settings.jwt_scope_claim
-        self._jwks = WatchedFile(jwks_file, parse_jwks, {}, interval)
+        self._jwks: WatchedFile[dict[str, dict[str, Any]]] = WatchedFile(jwks_file, parse_jwks, {}, interval)
         self._jwks.reload()
         self._seen_jwks: object = None
         self._keys: dict[tuple[str, str], Any] = {}

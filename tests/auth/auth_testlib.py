@@ -11,7 +11,7 @@ import ipaddress
 import json
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,10 +156,12 @@ def jwt_settings(idp: Idp, **extra: Any) -> dict[str, Any]:
 
 # --- a real server --------------------------------------------------------------------------
 @asynccontextmanager
-async def running(settings: Settings, *, client_ssl: ssl.SSLContext | None = None,
-                  health: str = "ready") -> AsyncIterator[str]:
+async def running(settings: Settings, *, client_ssl: ssl.SSLContext | None = None, health: str = "ready",
+                  prepare: Callable[[web.Application], None] | None = None) -> AsyncIterator[str]:
     """``create_app`` behind a real TCP (and TLS, when configured) listener on 127.0.0.1."""
     app = create_app(settings)
+    if prepare is not None:
+        prepare(app)
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=settings.http.keepalive_timeout_s)
     await runner.setup()
     ssl_context = server_ssl_context(settings.tls)
