@@ -144,7 +144,7 @@ install_package() {
     local started=$SECONDS
     # Never let a resolver pull a CUDA build of torch: nothing here needs torch at all.
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        "$SRC[samples,optimize]"
+        "${SRC}[samples,optimize]"
     if "$VENV/bin/python" -m pip list --format=freeze 2>/dev/null | grep -qiE '^(nvidia-|torch==)'; then
         warn "a torch/CUDA package ended up in $VENV; model-appliance does not need it"
     fi

@@ -78,3 +78,10 @@ def test_install_script_parses_and_documents_itself() -> None:
         assert option in usage.stdout
     wrong = subprocess.run([str(INSTALL), "--no-such-option"], capture_output=True, text=True, timeout=30)
     assert wrong.returncode != 0 and "unknown option" in wrong.stderr
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_shell_scripts_pass_shellcheck() -> None:
+    scripts = [INSTALL, *sorted((UNIT.parents[1] / "tests" / "deploy" / "nspawn").glob("*.sh"))]
+    result = subprocess.run(["shellcheck", *map(str, scripts)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout

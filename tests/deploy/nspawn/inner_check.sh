@@ -96,11 +96,12 @@ if [ -n "${APPLIANCE_CHECK_DROPIN:-}" ]; then
 fi
 
 ./install.sh --uninstall >"$OUT/uninstall.log" 2>&1 || fail "--uninstall"
-[ ! -e "/etc/systemd/system/$UNIT" ] && [ ! -e /opt/model-appliance ] || fail "--uninstall left the unit or program"
-[ -s /etc/model-appliance/appliance.toml ] && [ -d /var/lib/model-appliance/models/digits ] \
-    || fail "--uninstall removed config or models"
+if [ -e "/etc/systemd/system/$UNIT" ] || [ -e /opt/model-appliance ]; then fail "--uninstall left the unit or program"; fi
+if [ ! -s /etc/model-appliance/appliance.toml ] || [ ! -d /var/lib/model-appliance/models/digits ]; then
+    fail "--uninstall removed config or models"
+fi
 systemctl is-active --quiet "$UNIT" && fail "the service still runs after --uninstall"
 ./install.sh --uninstall --purge >>"$OUT/uninstall.log" 2>&1 || fail "--uninstall --purge"
-[ ! -e /etc/model-appliance ] && [ ! -e /var/lib/model-appliance ] || fail "--purge left config or state"
+if [ -e /etc/model-appliance ] || [ -e /var/lib/model-appliance ]; then fail "--purge left config or state"; fi
 id model-appliance >/dev/null 2>&1 && fail "--purge left the user"
 echo "all checks passed"
