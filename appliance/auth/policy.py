@@ -2,8 +2,8 @@
 
 Routes are matched by the canonical path of their aiohttp resource (``/v2/models/{model}/infer``),
 so the table reads like the route table. A route missing from the table needs ``admin``: a new
-endpoint is closed until someone decides who may call it. Health endpoints are open (load
-balancers and systemd probe them without credentials).
+endpoint is closed until someone decides who may call it. Open: the health endpoints (load
+balancers and systemd probe them without credentials) and the status page's static shell.
 """
 
 from __future__ import annotations
@@ -32,6 +32,11 @@ ROUTE_SCOPES: dict[str, str] = {
     "/v2/repository/index": READ,
     "/openapi.json": READ,
     "/metrics": READ,
+    # The status page's shell (HTML/JS/CSS, no data) is open so a browser can load it and ask for
+    # a key; the data it shows comes from /v2/status, which needs `read`.
+    "/": OPEN,
+    "/status/{asset}": OPEN,
+    "/v2/status": READ,
 }
 
 #: Path prefixes for route families (first match wins), checked after the exact table.
@@ -40,8 +45,6 @@ PREFIX_SCOPES: tuple[tuple[str, str], ...] = (
     ("/v2/audit", AUDIT),
     ("/audit", AUDIT),
     ("/admin", ADMIN),
-    ("/status", READ),
-    ("/v2/status", READ),
 )
 
 
