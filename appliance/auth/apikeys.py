@@ -1,10 +1,11 @@
 """API keys: ``mak_<key id>_<secret>``, of which the server keeps only a hash.
 
 Why SHA-256 and not a password hash (argon2, bcrypt): the secret is 256 bits from
-``secrets.token_bytes``, not something a person chose, so a stolen store cannot be attacked by
+``secrets.token_urlsafe``, not something a person chose, so a stolen store cannot be attacked by
 guessing; a slow hash would only cost milliseconds on every request. The public key id in the
 token finds the one record to check (a dict lookup, no scan over all hashes, no timing signal
-about other keys); the hash is then compared with ``hmac.compare_digest``.
+about other keys); the hash is then compared with ``hmac.compare_digest``. Whether a key id
+exists may show in timing, which is harmless: ids are 64-bit random and public, the secret is not.
 
 Store (``auth.api_keys_file`` or ``<state_dir>/api-keys.json``, mode 0600, replaced atomically)::
 
