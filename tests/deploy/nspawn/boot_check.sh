@@ -25,12 +25,25 @@ ROOT="$WORK/root"
 LAYER="$WORK/layer"
 NSPAWN_PID=""
 
+alive() { [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; }
+
+wait_gone() {  # wait_gone SECONDS → 0 once systemd-nspawn has exited
+    local i
+    for ((i = 0; i < $1 * 10; i++)); do alive || return 0; sleep 0.1; done
+    return 1
+}
+
+stop_container() {
+    # systemd-nspawn: the first SIGTERM asks the container to halt, a second one terminates it at
+    # once (it kills the container's processes itself; a SIGKILL to nspawn would orphan them).
+    alive || return 0
+    kill -TERM "$NSPAWN_PID" 2>/dev/null; wait_gone 20 && return 0
+    kill -TERM "$NSPAWN_PID" 2>/dev/null; wait_gone 10 && return 0
+    kill -KILL "$NSPAWN_PID" 2>/dev/null || true
+}
+
 cleanup() {
-    if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
-        kill -TERM "$NSPAWN_PID" 2>/dev/null || true
-        sleep 3
-        kill -KILL "$NSPAWN_PID" 2>/dev/null || true
-    fi
+    stop_container
     # The container's mounts live in its own namespace; only ours remain here.
     for mnt in "$ROOT" "$LAYER"; do
         if mountpoint -q "$mnt" 2>/dev/null; then umount "$mnt" 2>/dev/null || umount -l "$mnt" || true; fi
@@ -74,14 +87,18 @@ ExecStopPost=/bin/systemctl poweroff --no-block
 TimeoutStartSec=$((TIMEOUT - 30))
 EOF
 
-set +e
-timeout --kill-after=15 "$TIMEOUT" systemd-nspawn -D "$ROOT" --register=no --keep-unit --link-journal=no \
-    --console=pipe --machine="appliance-check-$$" --bind="$OUT:/nsp-out" --bind-ro="$SRC:/nsp-src" \
+systemd-nspawn -D "$ROOT" --register=no --keep-unit --link-journal=no --console=pipe \
+    --machine="appliance-check-$$" --bind="$OUT:/nsp-out" --bind-ro="$SRC:/nsp-src" \
     -b -- systemd.unit=nsp-check.target >"$OUT/console.log" 2>&1 &
 NSPAWN_PID=$!
-wait "$NSPAWN_PID"
-rc=$?
+rc=0
+if wait_gone "$TIMEOUT"; then
+    wait "$NSPAWN_PID" || rc=$?
+else
+    echo "timed out after $TIMEOUT s" >>"$OUT/console.log"
+    stop_container
+    rc=124
+fi
 NSPAWN_PID=""
-set -e
 echo "systemd-nspawn exited with $rc" >>"$OUT/console.log"
-[ "$(cat "$OUT/status" 2>/dev/null)" = ok ]
+[ "$rc" = 0 ] && [ "$(cat "$OUT/status" 2>/dev/null)" = ok ]

@@ -15,6 +15,7 @@ KEY=/etc/model-appliance/admin.key
 QUERY="$APPLIANCE_SRC/tests/deploy/nspawn/query.py"
 exec >"$OUT/inner.log" 2>&1
 declare -A FIG=()
+PASSED=0
 
 finish() {
     local rc=$?
@@ -25,7 +26,8 @@ finish() {
         for k in "${!FIG[@]}"; do printf '%s"%s": %s' "$sep" "$k" "${FIG[$k]}"; sep=", "; done
         printf '}\n'
     } >"$OUT/figures.json"
-    if [ "$rc" = 0 ]; then echo ok >"$OUT/status"; else echo "fail $rc" >"$OUT/status"; fi
+    # "ok" only when the last check was reached: a SIGTERM (timeout) also runs this trap.
+    if [ "$rc" = 0 ] && [ "$PASSED" = 1 ]; then echo ok >"$OUT/status"; else echo "fail $rc" >"$OUT/status"; fi
 }
 trap finish EXIT
 
@@ -104,4 +106,5 @@ systemctl is-active --quiet "$UNIT" && fail "the service still runs after --unin
 ./install.sh --uninstall --purge >>"$OUT/uninstall.log" 2>&1 || fail "--uninstall --purge"
 if [ -e /etc/model-appliance ] || [ -e /var/lib/model-appliance ]; then fail "--purge left config or state"; fi
 id model-appliance >/dev/null 2>&1 && fail "--purge left the user"
+PASSED=1
 echo "all checks passed"
