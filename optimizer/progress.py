@@ -15,17 +15,9 @@ from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass
 from typing import TypeVar
 
+from modelrepo.telemetry import disable_usage_telemetry
+
 T = TypeVar("T")
-
-#: Opt out of OpenVINO/NNCF usage telemetry (they write under $HOME and treat use as consent).
-#: The same variables as appliance.telemetry, repeated because the optimizer must import alone.
-_OPT_OUT = {"NNCF_CI": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-
-
-def disable_usage_telemetry() -> None:
-    for key, value in _OPT_OUT.items():
-        os.environ.setdefault(key, value)
-
 
 @dataclass(frozen=True)
 class Progress:

@@ -17,7 +17,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "models"))
-os.environ.setdefault("NNCF_CI", "1")  # no usage telemetry from anything the tests import
+from modelrepo.telemetry import disable_usage_telemetry  # noqa: E402
+
+disable_usage_telemetry()  # before any test module imports openvino or nncf
 
 
 @pytest.fixture(scope="session")
