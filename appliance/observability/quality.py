@@ -1,9 +1,10 @@
 """Prediction-quality signals for classifiers: top-1 confidence, entropy and drift per model version.
 
 The hot path only *appends*: the service observer hands each successful outcome's class scores
-(and first input) to a per-version pending list. Pending rows are folded with vectorized numpy
-once ``fold_rows`` have gathered, and at every scrape or status sample, so a request pays an
-append plus a small share of one batch computation.
+(and first input) to a per-version pending list. Pending rows are folded with vectorized numpy by
+the status sampler (every ``observability.status_interval_s``) and at every scrape — off the
+request's latency — or inline once ``fold_rows`` rows or ``FOLD_BYTES`` of inputs have gathered,
+which bounds the memory held between samples.
 
 Drift is computed at scrape time over a sliding window of recent rows, against the baseline the
 optimizer stored in the version's manifest (``metrics.baseline``: ``class_distribution``,
@@ -29,6 +30,8 @@ ENTROPY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 #: PSI below this many rows in the window is noise: the gauge is not exposed until then.
 PSI_MIN_ROWS = 100
 _EPS = 1e-4  # floor for empty classes in the PSI sum
+#: Fold inline once pending inputs hold this many bytes (large inputs, heavy traffic).
+FOLD_BYTES = 32 << 20
 _FLOAT_TYPES = ("FP16", "FP32", "FP64")
 
 
@@ -90,6 +93,7 @@ class VersionQuality:
     _pending: list[np.ndarray] = field(default_factory=list)
     _pending_in: list[np.ndarray] = field(default_factory=list)
     _pending_rows: int = 0
+    _pending_bytes: int = 0
     _window: deque[_Chunk] = field(default_factory=deque)
     window_total: int = 0
 
@@ -98,8 +102,9 @@ class VersionQuality:
         self._pending.append(scores)
         if first_input is not None:
             self._pending_in.append(first_input)
+            self._pending_bytes += first_input.nbytes
         self._pending_rows += scores.shape[0] if scores.ndim > 1 else 1
-        if self._pending_rows >= self.fold_rows:
+        if self._pending_rows >= self.fold_rows or self._pending_bytes >= FOLD_BYTES:
             self.fold()
 
     def fold(self) -> None:
@@ -107,9 +112,12 @@ class VersionQuality:
         if not self._pending:
             return
         pending, pending_in = self._pending, self._pending_in
-        self._pending, self._pending_in, self._pending_rows = [], [], 0
+        self._pending, self._pending_in, self._pending_rows, self._pending_bytes = [], [], 0, 0
         width = pending[0].shape[-1]
-        scores = np.concatenate([p.reshape(-1, width) for p in pending if p.shape[-1] == width])
+        if all(p.ndim == 2 and p.shape[1] == width for p in pending):
+            scores = np.concatenate(pending)
+        else:
+            scores = np.concatenate([p.reshape(-1, width) for p in pending if p.shape[-1] == width])
         probs = _as_probabilities(scores.astype(np.float64, copy=False))
         top1 = probs.max(axis=1)
         entropy = -np.sum(probs * np.log(np.maximum(probs, 1e-12)), axis=1) / math.log(width)
@@ -188,8 +196,7 @@ def _round(value: float | None) -> float | None:
 
 def _as_probabilities(scores: np.ndarray) -> np.ndarray:
     """Rows that already are probabilities pass through; anything else (logits) is soft-maxed."""
-    sums = scores.sum(axis=1)
-    if scores.min() >= 0.0 and np.allclose(sums, 1.0, atol=1e-3):
+    if scores.min() >= 0.0 and float(np.abs(scores.sum(axis=1) - 1.0).max()) <= 1e-3:
         return scores
     shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
@@ -198,8 +205,14 @@ def _as_probabilities(scores: np.ndarray) -> np.ndarray:
 def _input_moments(arrays: list[np.ndarray]) -> tuple[int, float, float]:
     if not arrays:
         return 0, 0.0, 0.0
-    flat = np.concatenate([a.reshape(-1) for a in arrays]).astype(np.float64, copy=False)
-    flat = flat[np.isfinite(flat)]
+    try:
+        flat = np.concatenate(arrays).reshape(-1)  # same trailing shape (the usual case): fastest
+    except ValueError:
+        flat = np.concatenate(arrays, axis=None)  # flattens each array
+    flat = flat.astype(np.float64, copy=False)
+    finite = np.isfinite(flat)
+    if not finite.all():
+        flat = flat[finite]
     return int(flat.size), float(flat.sum()), float(np.dot(flat, flat))
 
 
@@ -227,7 +240,7 @@ def classifier_output(version: ModelVersion) -> str | None:
 class QualityMonitor:
     """The service observer plus a Prometheus collector over every classifier version."""
 
-    def __init__(self, window_rows: int = 2048, fold_rows: int = 256) -> None:
+    def __init__(self, window_rows: int = 2048, fold_rows: int = 16384) -> None:
         self.window_rows = window_rows
         self.fold_rows = fold_rows
         self._states: dict[ModelVersion, VersionQuality] = {}
