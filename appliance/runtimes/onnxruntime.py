@@ -6,6 +6,7 @@ many batches in flight; the CPU execution provider is named explicitly.
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,13 @@ class OnnxRuntimeModel:
         self._pool.shutdown(wait=True)
 
 
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def load_onnxruntime(model_path: Path, *, device: str, nireq: int, threads: int,
                      model_bytes: bytes | None = None) -> OnnxRuntimeModel:
     import onnxruntime as ort
@@ -82,8 +90,10 @@ def load_onnxruntime(model_path: Path, *, device: str, nireq: int, threads: int,
     providers, label = onnxruntime_providers(device, ort.get_available_providers())
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
+    # Left at 0, ONNX Runtime sizes its pool to the machine's physical cores and pins each thread
+    # to a core, escaping the process's CPU affinity (taskset, systemd CPUAffinity=): size it to
+    # the CPUs this process may use instead (an explicit count also turns the pinning off).
+    options.intra_op_num_threads = threads or _usable_cpus()
     try:
         session = ort.InferenceSession(model_bytes if model_bytes is not None else str(model_path),
                                        sess_options=options, providers=providers)
