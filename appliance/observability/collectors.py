@@ -28,7 +28,8 @@ def audit_snapshot(audit: Any) -> dict[str, Any]:
     if target is None or not hasattr(target, "stats") or getattr(target, "paths", None) is None:
         return {"enabled": False}
     stats = target.stats()
-    doc = dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) else dict(stats)
+    doc = dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) and not isinstance(stats, type) \
+        else dict(stats)
     doc.pop("last_commit_monotonic", None)
     return {"enabled": True, **doc}
 

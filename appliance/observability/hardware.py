@@ -26,7 +26,7 @@ INTERESTING_FLAGS = {
 
 def cpu_info(cpuinfo: str | None = None) -> dict[str, Any]:
     text = cpuinfo if cpuinfo is not None else _read("/proc/cpuinfo")
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags = platform.processor() or platform.machine(), set[str]()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip()

@@ -55,11 +55,16 @@ def quantile(q: float, bounds: tuple[float, ...], counts: list[float]) -> float 
     return bounds[-1]
 
 
+def _samples(metric: Any) -> list[Any]:
+    """The samples of a single-family metric (``collect`` is typed as a plain iterable)."""
+    return next(iter(metric.collect())).samples
+
+
 def take_sample(metrics: Metrics, admission: dict[str, dict[str, Any]]) -> Sample:
     """Read the cumulative figures once (a few hundred samples at most: cheap every 2 s)."""
     sample = Sample(time.time(), time.monotonic(), queue_depth=sum(a["waiting"] for a in admission.values()),
                     in_flight=sum(a["in_flight"] for a in admission.values()))
-    for s in metrics.requests.collect()[0].samples:
+    for s in _samples(metrics.requests):
         if not s.name.endswith("_total"):
             continue
         key = (s.labels["model"], s.labels["version"])
@@ -74,7 +79,7 @@ def take_sample(metrics: Metrics, admission: dict[str, dict[str, Any]]) -> Sampl
                 sample.rejected += s.value
             else:
                 sample.errors += s.value
-    for s in metrics.cache.collect()[0].samples:
+    for s in _samples(metrics.cache):
         if s.name.endswith("_total"):
             if s.labels["result"] == "hit":
                 sample.cache_hits += s.value
@@ -87,7 +92,7 @@ def take_sample(metrics: Metrics, admission: dict[str, dict[str, Any]]) -> Sampl
 def _fold_histogram(metrics: Metrics, sample: Sample) -> None:
     index = {repr(float(b)): i for i, b in enumerate(LATENCY_BUCKETS)}
     cumulative: dict[tuple[str, str], list[float]] = {}
-    for s in metrics.request_seconds.collect()[0].samples:
+    for s in _samples(metrics.request_seconds):
         if s.name.endswith("_bucket"):
             key = (s.labels["model"], s.labels["version"])
             row = cumulative.setdefault(key, [0.0] * (len(LATENCY_BUCKETS) + 1))
@@ -97,7 +102,7 @@ def _fold_histogram(metrics: Metrics, sample: Sample) -> None:
         for i, value in enumerate(row):
             sample.latency[i] += value - previous
             previous = value
-    for s in metrics.batch_size.collect()[0].samples:
+    for s in _samples(metrics.batch_size):
         if s.name.endswith("_sum"):
             sample.batch_sum += s.value
         elif s.name.endswith("_count"):
