@@ -21,7 +21,6 @@ import logging
 import os
 import secrets
 import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from appliance.audit.model import AuditKeyError
 from appliance.config import Settings
+from appliance.privatefiles import write_private
 
 KEY_FILE = "audit.key"
 SIGNING_KEY_FILE = "audit-signing.key"
@@ -151,26 +151,6 @@ def write_path(settings: Settings, name: str) -> Path:
     return configured if configured is not None else _default_path(settings, name)
 
 
-def _write_secret(path: Path, text: str) -> None:
-    """Write atomically with mode 0600 from the first byte (no window where the key is readable)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mkstemp creates 0600
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 def init_keys(settings: Settings) -> list[tuple[Path, bool]]:
     """Create the keyring and the signing key if absent; check them if present. Idempotent."""
     done = []
@@ -179,16 +159,16 @@ def init_keys(settings: Settings) -> list[tuple[Path, bool]]:
         load_keyring(key_path)
         done.append((key_path, False))
     else:
-        _write_secret(key_path, f"# model-appliance audit keyring: last line is the active key\n"
-                                f"{secrets.token_hex(_KEY_BYTES)}\n")
+        write_private(key_path, (f"# model-appliance audit keyring: last line is the active key\n"
+                                 f"{secrets.token_hex(_KEY_BYTES)}\n").encode())
         done.append((key_path, True))
     sign_path = write_path(settings, SIGNING_KEY_FILE)
     if sign_path.exists():
         load_signing_key(sign_path)
         done.append((sign_path, False))
     else:
-        _write_secret(sign_path, f"# model-appliance audit checkpoint signing key (Ed25519 seed)\n"
-                                 f"{secrets.token_hex(_KEY_BYTES)}\n")
+        write_private(sign_path, (f"# model-appliance audit checkpoint signing key (Ed25519 seed)\n"
+                                  f"{secrets.token_hex(_KEY_BYTES)}\n").encode())
         done.append((sign_path, True))
     return done
 
@@ -201,5 +181,5 @@ def rotate_key(settings: Settings) -> tuple[Path, str, str]:
     if not text.endswith("\n"):
         text += "\n"
     fresh = secrets.token_bytes(_KEY_BYTES)
-    _write_secret(path, text + fresh.hex() + "\n")
+    write_private(path, (text + fresh.hex() + "\n").encode())
     return path, old.active_id, key_id(fresh)

@@ -1,4 +1,5 @@
-"""Writing secrets and stores: atomically, mode 0600 from the first byte."""
+"""Writing secrets and stores (keys, key rings, API-key hashes, sealed artifacts): atomically, mode 0600
+from the first byte. Shared by audit, auth and artifact encryption."""
 
 from __future__ import annotations
 
