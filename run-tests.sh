@@ -12,7 +12,7 @@ cd "$(dirname "$0")"
 
 VENV=${APPLIANCE_TEST_VENV:-.venv}
 PYTHON=${PYTHON:-/usr/bin/python3}
-APT_PACKAGES=(python3-venv chromium prometheus systemd-container libb64-0d)
+APT_PACKAGES=(python3-venv chromium prometheus systemd-container shellcheck)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -42,6 +42,7 @@ export NNCF_CI=1  # no usage telemetry from NNCF during tests
 
 log "ruff"
 ruff check appliance optimizer modelrepo models bench tests
+if command -v shellcheck >/dev/null 2>&1; then log "shellcheck"; shellcheck install.sh run-tests.sh .ci/run; fi
 log "mypy"
 mypy
 log "pytest"
