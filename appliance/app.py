@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 
+import orjson
 from aiohttp import web
 
+from appliance import __version__
 from appliance.artifacts import SealedArtifactReader
 from appliance.audit import AuditLogSlot, AuditRecord, open_audit_log
 from appliance.audit.requests import InferenceAuditor
@@ -54,8 +58,12 @@ async def _audit(app: web.Application) -> AsyncIterator[None]:
     app[AUDIT].target = audit_log
     if app[SETTINGS].audit.enabled:
         app[SERVICE].audit = InferenceAuditor(audit_log)
+    # The effective configuration's digest: a change between two starts is visible in the log.
+    audit_log.append_nowait(AuditRecord("server_start", status=200, detail=f"model-appliance {__version__}; "
+                                        f"config sha256 {settings_digest(app[SETTINGS])}"))
     yield
     app[SERVICE].audit = None
+    audit_log.append_nowait(AuditRecord("server_stop", status=200))
     await audit_log.aclose()
 
 
@@ -66,7 +74,7 @@ async def _models(app: web.Application) -> AsyncIterator[None]:
 
     async def load() -> None:
         await asyncio.to_thread(repository.load_all)
-        _audit_model_loads(app)
+        _audit_models(app, "model_load")
         state.ready = True
         log.info("ready", extra={"fields": {"models": [e.name for e in repository.models()]}})
 
@@ -74,13 +82,20 @@ async def _models(app: web.Application) -> AsyncIterator[None]:
     yield
     await asyncio.gather(task, return_exceptions=True)
     await asyncio.to_thread(repository.close)
+    _audit_models(app, "model_unload")
 
 
 
-def _audit_model_loads(app: web.Application) -> None:
+def _audit_models(app: web.Application, action: str) -> None:
     for entry in app[REPOSITORY].models():
         for number, version in entry.versions.items():
             app[AUDIT].append_nowait(AuditRecord(
-                action="model_load", model=entry.name, version=str(number), status=200 if version.ready else 503,
+                action=action, model=entry.name, version=str(number), status=200 if version.ready else 503,
                 device=version.compiled.device if version.compiled else "", detail=version.reason,
-                latency_ms=version.load_seconds * 1000))
+                latency_ms=version.load_seconds * 1000 if action == "model_load" else 0.0))
+
+
+def settings_digest(settings: Settings) -> str:
+    """SHA-256 of the effective settings (paths and limits only: secrets live in key files)."""
+    return hashlib.sha256(orjson.dumps(dataclasses.asdict(settings), default=str,
+                                       option=orjson.OPT_SORT_KEYS)).hexdigest()

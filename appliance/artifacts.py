@@ -174,10 +174,12 @@ def encrypt_command(models: Path, target: str, key_file: Path | None, config: Pa
     if not name or not version.isdigit() or not version_dir.is_dir():
         print(f"appliance models encrypt: {version_dir} is not a model version (NAME/VERSION)", file=sys.stderr)
         return 2
+    from appliance.audit.admin import record_admin_action
+
+    settings = load_settings(config)
+    if state_dir is not None:
+        settings = settings.replace("server", state_dir=state_dir)
     if key_file is None:
-        settings = load_settings(config)
-        if state_dir is not None:
-            settings = settings.replace("server", state_dir=state_dir)
         key_file = next((p for p in key_candidates(settings) if p.is_file()), key_candidates(settings)[-1])
     if key_file.is_file():
         key = read_key(key_file)
@@ -190,5 +192,7 @@ def encrypt_command(models: Path, target: str, key_file: Path | None, config: Pa
     except ManifestError as exc:
         print(f"appliance models encrypt: {exc}", file=sys.stderr)
         return 1
+    record_admin_action(settings, "model_encrypt", f"sealed with model key {key_id(key)}", model=name,
+                        version=version)
     print(f"sealed {target} with key {key_id(key)}: {', '.join(sorted(manifest.files))}")
     return 0

@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from appliance.config import Settings
 
 
 def register(subparsers: Any) -> None:
@@ -32,16 +35,27 @@ def register(subparsers: Any) -> None:
     revoke.set_defaults(func=run_revoke)
 
 
-def _store(args: argparse.Namespace) -> Path:
-    from appliance.auth.apikeys import store_path
+def _settings(args: argparse.Namespace) -> Settings:
     from appliance.config import load_settings
 
-    if args.keys_file is not None:
-        return Path(args.keys_file)
     settings = load_settings(args.config)
     if args.state_dir is not None:
         settings = settings.replace("server", state_dir=args.state_dir)
-    return store_path(settings)
+    return settings
+
+
+def _store(args: argparse.Namespace) -> Path:
+    from appliance.auth.apikeys import store_path
+
+    if args.keys_file is not None:
+        return Path(args.keys_file)
+    return store_path(_settings(args))
+
+
+def _audit(args: argparse.Namespace, action: str, detail: str) -> None:
+    from appliance.audit.admin import record_admin_action
+
+    record_admin_action(_settings(args), action, detail)
 
 
 def _split(raw: str | None) -> list[str]:
@@ -63,6 +77,8 @@ def run_create(args: argparse.Namespace) -> int:
             print(f"appliance keys: an active key named {args.name!r} exists; revoke it first", file=sys.stderr)
             return 1
         records[record.key_id] = record
+    _audit(args, "key_create", f"API key {record.key_id} for {args.name!r}: scopes {','.join(record.scopes)}"
+           f"{'; models ' + ','.join(record.models) if record.models else ''}")
     print(token)
     print(f"created key {record.key_id} for {args.name!r} ({','.join(record.scopes)}"
           f"{'; models ' + ','.join(record.models) if record.models else ''}) in {path}; "
@@ -94,5 +110,6 @@ def run_revoke(args: argparse.Namespace) -> int:
     if not hits:
         print(f"appliance keys: no active key named or with id {args.key!r}", file=sys.stderr)
         return 1
+    _audit(args, "key_revoke", f"API key(s) {', '.join(r.key_id for r in hits)} revoked")
     print(f"revoked {', '.join(r.key_id for r in hits)}", file=sys.stderr)
     return 0

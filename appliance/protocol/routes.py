@@ -187,6 +187,7 @@ async def infer(request: web.Request) -> web.Response:
     settings = app[SETTINGS]
     ctx = _context(request)
     app[REPOSITORY].entry(request.match_info["model"])  # 404 before reading the body
+    ctx.model, ctx.version = request.match_info["model"], _version_param(request) or ""  # for refusals
     header = request.headers.get(HEADER_LENGTH)
     try:
         header_length = int(header) if header is not None else None
