@@ -55,6 +55,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = to_response(ApplianceError("internal server error"))
     headers = response.headers
+    headers["Server"] = "model-appliance"  # not aiohttp's default, which names Python's and aiohttp's versions
     headers["X-Request-ID"] = ctx.request_id
     headers["traceparent"] = trace.traceparent
     if trace.tracestate:

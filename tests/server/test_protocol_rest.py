@@ -45,8 +45,10 @@ def _json_request(x: np.ndarray, **extra: object) -> dict:
 async def test_health_and_server_metadata(client: TestClient) -> None:
     assert (await client.get("/v2/health/live")).status == 200
     assert (await client.get("/v2/health/ready")).status == 200
-    meta = await (await client.get("/v2")).json()
+    response = await client.get("/v2")
+    meta = await response.json()
     assert meta["name"] == "model-appliance" and "binary_tensor_data" in meta["extensions"]
+    assert response.headers["Server"] == "model-appliance"  # no library versions for scanners
 
 
 async def test_model_metadata_shows_device_and_tensors(client: TestClient) -> None:
