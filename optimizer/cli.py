@@ -26,12 +26,15 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path, help="FP32 ONNX file or repository version folder")
+    parser.add_argument("source", type=Path, help="FP32 ONNX file, repository version folder, or Hugging Face "
+                        "model folder (needs the 'hf' extra; served as input_ids, attention_mask → embeddings)")
     parser.add_argument("--name", help="model name in the repository (default: the source's)")
     parser.add_argument("--calibration", type=Path, required=True,
-                        help=".npz with one array per model input, named after it")
+                        help=".npz with one array per model input, named after it; for a Hugging Face "
+                        "folder also a .txt file of sentences, one per line")
     parser.add_argument("--eval", dest="evaluation", type=Path,
-                        help=".npz of held-out rows (+ 'labels'); without it the gate uses calibration rows")
+                        help=".npz of held-out rows (+ 'labels'), or .txt sentences for a Hugging Face folder; "
+                        "without it the gate uses calibration rows")
     parser.add_argument("--format", default="openvino,onnx", help="openvino, onnx or both (default)")
     parser.add_argument("--prune", type=float, default=0.0, metavar="SPARSITY",
                         help="magnitude-prune Conv/MatMul/Gemm weights to this fraction first")
@@ -46,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: model.toml max_batch_size, else 64)")
     parser.add_argument("--bench-seconds", type=float, default=1.0,
                         help="wall time per benchmark measurement (default 1)")
+    parser.add_argument("--modes", help="quantization modes to try in order until one passes the gate: "
+                        "openvino int8, weight-only; onnx static, dynamic (default: all, fastest first)")
+    parser.add_argument("--max-seq-length", type=int, metavar="TOKENS",
+                        help="Hugging Face sources: truncate text data to this many tokens (default: the "
+                        "folder's sentence-transformers max_seq_length, else 256)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or library logs")
 
 
@@ -58,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
         repository=args.repository, formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
         prune=args.prune, max_accuracy_drop=args.max_accuracy_drop, metric=args.metric,
         subset_size=args.subset_size, max_batch=args.max_batch, bench_seconds=args.bench_seconds,
-        quiet=args.quiet,
+        quiet=args.quiet, max_seq_length=args.max_seq_length,
+        modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()) if args.modes else None,
     )
     try:
         result = optimize(request)

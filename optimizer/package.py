@@ -14,7 +14,7 @@ import shutil
 import sys
 import tomllib
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,10 @@ class PublishContext:
     provenance: dict[str, Any]
     parameters: dict[str, Any]
     report: list[dict[str, Any]]
+    #: Files every version carries beside the model (a text model's tokenizer.json) and top-level
+    #: manifest keys describing them (``preprocessing``: how a client turns text into inputs).
+    companions: tuple[Path, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def check_model_dir(repository: Path, name: str) -> Path:
@@ -62,7 +66,7 @@ def publish(candidates: list[Candidate], context: PublishContext, rows: dict[str
         staged = []
         for candidate in candidates:
             staging = stack.enter_context(staging_directory(context.model_dir))
-            for path in sorted(candidate.directory.iterdir()):
+            for path in [*sorted(candidate.directory.iterdir()), *context.companions]:
                 shutil.copyfile(path, staging / path.name)
             _manifest(candidate, context, staging, rows[candidate.format],
                       baselines.get(candidate.format, {})).write(staging)
@@ -89,6 +93,7 @@ def _manifest(candidate: Candidate, context: PublishContext, staging: Path, row:
         },
         metrics={"accuracy": candidate.gate.to_dict(), "artifact": row, "report": context.report,
                  "baseline": baseline, "host": host()},
+        extra=dict(context.extra),
     )
 
 

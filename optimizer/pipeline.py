@@ -16,6 +16,7 @@ from optimizer.calibration import TensorData, load_data
 from optimizer.errors import GateRefused, OptimizerError
 from optimizer.evaluate import check_metric, default_metric, drift_baseline, score
 from optimizer.job import EVAL_BATCH, Candidate, Job
+from optimizer.modes import ladder, run_format
 from optimizer.package import PublishContext, check_model_dir, ensure_model_toml, publish, read_max_batch
 from optimizer.progress import Progress, library_noise
 from optimizer.prune import prune_onnx
@@ -45,6 +46,8 @@ class OptimizeRequest:
     max_batch: int | None = None
     bench_seconds: float = 1.0
     quiet: bool = False
+    max_seq_length: int | None = None   # Hugging Face sources: truncation length of text data
+    modes: tuple[str, ...] | None = None  # quantization modes to try, in order (default: per format)
 
 
 @dataclass
@@ -64,10 +67,11 @@ def optimize(request: OptimizeRequest) -> OptimizeResult:
     progress = Progress(request.quiet)
     with tempfile.TemporaryDirectory(prefix="appliance-optimize-") as tmp, library_noise(request.quiet):
         workdir = Path(tmp)
-        source = load_source(request.source, workdir)
+        source = load_source(request.source, workdir, max_seq_length=request.max_seq_length)
         model_dir = check_model_dir(*_destination(request, source))
         job = _job(request, source, workdir, progress)
-        candidates = [_run_format(fmt, job) for fmt in request.formats]
+        ladders = {fmt: ladder(fmt, source.kind, request.modes) for fmt in request.formats}
+        candidates = [run_format(fmt, ladders[fmt], job) for fmt in request.formats]
         passing = [c for c in candidates if c.passed]
         refused = [_refusal(c) for c in candidates if not c.passed]
         for line in refused:
@@ -97,6 +101,8 @@ def _check_request(request: OptimizeRequest) -> None:
         raise OptimizerError(f"--prune must be a fraction in [0, 1), got {request.prune}")
     if request.subset_size < 1:
         raise OptimizerError("--subset-size must be at least 1")
+    for fmt in request.formats if request.modes else ():
+        ladder(fmt, "onnx", request.modes)  # unknown names fail now, not after a long export
 
 
 def _destination(request: OptimizeRequest, source: Source) -> tuple[Path, str]:
@@ -109,8 +115,8 @@ def _destination(request: OptimizeRequest, source: Source) -> tuple[Path, str]:
 
 
 def _job(request: OptimizeRequest, source: Source, workdir: Path, progress: Progress) -> Job:
-    calibration = load_data(request.calibration, source.inputs, "calibration")
-    evaluation: TensorData = (load_data(request.evaluation, source.inputs, "eval")
+    calibration = _load_data(request.calibration, source, "calibration")
+    evaluation: TensorData = (_load_data(request.evaluation, source, "eval")
                               if request.evaluation else calibration)
     metric = request.metric or default_metric(evaluation.labels is not None)
     check_metric(metric, evaluation.labels is not None)
@@ -129,26 +135,21 @@ def _job(request: OptimizeRequest, source: Source, workdir: Path, progress: Prog
                subset_size=request.subset_size, progress=progress, workdir=workdir, pruning=pruning)
 
 
-def _run_format(fmt: str, job: Job) -> Candidate:
-    """Quantize one format; a failure of one format is reported, not fatal to the others."""
-    from optimizer.qdq import quantize_onnx
-    from optimizer.quantize import quantize_openvino
+def _load_data(path: Path, source: Source, role: str) -> TensorData:
+    """``.npz`` arrays for any model; a text file of sentences for a text model (tokenized here)."""
+    from optimizer.text import is_text_file, load_text
 
-    try:
-        candidate = quantize_openvino(job) if fmt == "openvino" else quantize_onnx(job)
-    except OptimizerError as exc:
-        return Candidate(fmt, "int8", job.workdir, "", error=str(exc))
-    except Exception as exc:  # a library crash in one format must not hide the other's result
-        return Candidate(fmt, "int8", job.workdir, "", error=f"{type(exc).__name__}: {str(exc)[:200]}")
-    if job.pruning:
-        candidate.details["pruning"] = job.pruning
-    return candidate
+    if source.text is not None and is_text_file(path):
+        return load_text(path, source.text, source.inputs, role)
+    return load_data(path, source.inputs, role)
 
 
 def _refusal(candidate: Candidate) -> str:
+    modes = [str(attempt["mode"]) for attempt in candidate.details.get("attempts", [])]
+    tried = f" [modes tried: {', '.join(modes)}]" if len(modes) > 1 else ""
     if candidate.error:
-        return f"{candidate.format}: failed: {candidate.error}"
-    return f"{candidate.format}: refused: {candidate.gate.describe() if candidate.gate else 'not evaluated'}"
+        return f"{candidate.format}: failed: {candidate.error}{tried}"
+    return f"{candidate.format}: refused: {candidate.gate.describe() if candidate.gate else 'not evaluated'}{tried}"
 
 
 def _context(request: OptimizeRequest, job: Job, model_dir: Path, rows: list[Row]) -> PublishContext:
@@ -165,4 +166,10 @@ def _context(request: OptimizeRequest, job: Job, model_dir: Path, rows: list[Row
         "calibration": data(job.calibration), "eval": data(job.evaluation),
         "eval_is_calibration": job.evaluation is job.calibration,
     }
-    return PublishContext(model_dir, job.source, provenance, parameters, [row.to_dict() for row in rows])
+    text = job.source.text
+    if text is None:
+        return PublishContext(model_dir, job.source, provenance, parameters, [row.to_dict() for row in rows])
+    preprocessing = {"kind": "text", **text.to_dict(), "inputs": [spec.name for spec in job.source.inputs],
+                     "outputs": [spec.name for spec in job.source.outputs]}
+    return PublishContext(model_dir, job.source, provenance, parameters, [row.to_dict() for row in rows],
+                          companions=(text.tokenizer,), extra={"preprocessing": preprocessing})

@@ -1,19 +1,23 @@
-"""Load what the user hands in: an ONNX file or a repository version folder.
+"""Load what the user hands in: an ONNX file, a repository version folder or a Hugging Face folder.
 
 Every source becomes one FP32 ONNX working copy (nodes named, so float fallbacks can name them)
 plus the tensor specs the calibration data must match. A source that lives inside a repository
 (``<repo>/<name>/<version>/model.onnx``) also tells us its repository, name and parent version.
+A Hugging Face folder is exported first (:mod:`optimizer.hf`, the optional ``hf`` extra) and keeps
+its tokenizer settings, so calibration and eval data may be plain text.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from modelrepo import MANIFEST_NAME, ManifestError, read_manifest, sha256_file
 from optimizer.errors import OptimizerError
+from optimizer.hf import TextModel, is_hf_folder
 from optimizer.specs import ONNX_TYPES, TensorSpec
 
 #: Operator domains the runtimes implement without extensions.
@@ -26,7 +30,7 @@ class Source:
     """An FP32 model ready to optimize."""
 
     path: Path                 # what the user named
-    kind: str                  # "onnx" (Hugging Face folders: not yet)
+    kind: str                  # "onnx" or "hf" (a Hugging Face folder, exported to ONNX here)
     onnx_path: Path            # the FP32 working copy every optimizer step starts from
     sha256: str                # hash of the user's file (or folder) for provenance
     inputs: tuple[TensorSpec, ...]
@@ -34,18 +38,40 @@ class Source:
     repository: Path | None = None   # set when the source is a version inside a repository
     model_name: str | None = None
     version: int | None = None
+    text: TextModel | None = None    # set for text models: how sentences become input arrays
+    #: Nodes known to lose accuracy under static INT8, tried in float before anything else.
+    sensitive_nodes: tuple[str, ...] = ()
 
 
-def load_source(path: Path, workdir: Path) -> Source:
+def load_source(path: Path, workdir: Path, *, max_seq_length: int | None = None) -> Source:
     """Validate ``path`` and write the working copy under ``workdir``; raise OptimizerError if unusable."""
     if not path.exists():
         raise OptimizerError(f"source {path} does not exist")
-    if path.is_dir() and (path / "config.json").is_file() and not (path / MANIFEST_NAME).exists():
-        # Planned: export through optimum (the optional 'hf' extra); not built yet.
-        raise OptimizerError(f"source {path} is a Hugging Face model folder; this build optimizes ONNX "
-                             "models only (export it to ONNX first, e.g. with optimum-cli)")
+    if is_hf_folder(path) and not (path / MANIFEST_NAME).exists():
+        return _load_hf(path, workdir, max_seq_length)
+    if max_seq_length is not None:
+        raise OptimizerError("--max-seq-length applies to Hugging Face model folders only")
     model_file, location = _locate_onnx(path)
     return _load_onnx(path, model_file, workdir, location)
+
+
+def _load_hf(folder: Path, workdir: Path, max_seq_length: int | None) -> Source:
+    from optimizer.hf import down_projections, export_onnx, read_text_model
+
+    text = read_text_model(folder, max_seq_length)
+    workdir.mkdir(parents=True, exist_ok=True)
+    exported = export_onnx(folder, workdir, text)
+    source = _load_onnx(folder, exported, workdir, None)
+    return replace(source, kind="hf", sha256=sha256_tree(folder), text=text,
+                   sensitive_nodes=down_projections(source.onnx_path))
+
+
+def sha256_tree(folder: Path) -> str:
+    """One hash over every file of a folder (relative names and contents), for provenance."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
 
 
 def _locate_onnx(path: Path) -> tuple[Path, tuple[Path, str, int] | None]:
