@@ -13,8 +13,11 @@ the hub is switched off and the folder must hold the weights and the tokenizer.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,7 +100,7 @@ def export_onnx(folder: Path, target: Path, text: TextModel) -> Path:
                              "'model-appliance[hf]' (optimum-onnx, transformers, CPU torch)") from None
     raw = target / "hf-export"
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _quiet_loggers("transformers", "optimum"):
             warnings.simplefilter("ignore")  # tracer and deprecation chatter from torch/transformers
             main_export(str(folder), output=str(raw), task="feature-extraction", library_name="transformers",
                         opset=OPSET, device="cpu", do_validation=False, local_files_only=True)
@@ -110,6 +113,20 @@ def export_onnx(folder: Path, target: Path, text: TextModel) -> Path:
     path = target / "hf-embeddings.onnx"
     fold_pooling(exported, path, text)
     return path
+
+
+@contextmanager
+def _quiet_loggers(*names: str) -> Iterator[None]:
+    """The exporters log advice meant for their own developers (opset hints, optional packages)."""
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, saved, strict=True):
+            logger.setLevel(level)
 
 
 def fold_pooling(source: Path, target: Path, text: TextModel) -> None:
