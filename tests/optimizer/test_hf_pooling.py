@@ -102,3 +102,32 @@ def test_unsupported_pooling_and_length_are_refused(tmp_path: Path) -> None:
         read_text_model(folder)
     with pytest.raises(OptimizerError, match=r"outside 2\.\.512"):
         read_text_model(folder, max_length=1024)
+
+
+def test_missing_extra_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from optimizer.hf import export_onnx
+
+    monkeypatch.setitem(sys.modules, "optimum.exporters.onnx", None)  # as if the 'hf' extra were absent
+    folder = _folder(tmp_path, None)
+    with pytest.raises(OptimizerError, match=r"pip install 'model-appliance\[hf\]'"):
+        export_onnx(folder, tmp_path / "work", read_text_model(folder))
+
+
+def test_sentence_file_without_sentences_is_refused(tmp_path: Path) -> None:
+    from optimizer.text import read_sentences
+
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n   \n\n", encoding="utf-8")
+    with pytest.raises(OptimizerError, match="holds no sentences"):
+        read_sentences(blank, "calibration")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(OptimizerError, match="not a readable UTF-8"):
+        read_sentences(tmp_path / "latin1.txt", "eval")
+    assert read_sentences(_lines(tmp_path / "ok.txt", " One. \n\nTwo.\n"), "eval") == ["One.", "Two."]
+
+
+def _lines(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
