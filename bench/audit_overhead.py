@@ -1,0 +1,99 @@
+"""What strict audit costs under a saturated load (issue 5), in one run on 127.0.0.1.
+
+    python bench/audit_overhead.py [--rounds 2] [--concurrency 16] [--interval-ms 3000] [--json FILE]
+
+The bundled ``digits`` model, server pinned to core 0, perf_analyzer on core 1, JSON, every
+request bypassing the cache (``Cache-Control: no-cache``) so each one runs the model and leaves
+a record. Audit off and audit strict alternate (``--rounds`` times each, fresh server each time)
+so a noisy minute on a shared host hurts both alike; the ratio is of the medians. The writer's
+records/s and records per group commit come from the server's own ``/metrics``.
+The writer alone (no HTTP) is measured by ``bench/audit_writer.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import benchlib as b
+from serving_engine import CLIENT_CPU, SERVER_CPU, _measure
+
+MODES = {"off": {"APPLIANCE_AUDIT_ENABLED": "false"}, "strict": {"APPLIANCE_AUDIT_MODE": "strict"}}
+
+
+def _audit_counters(port: int) -> dict[str, float]:
+    status, body = b.http_get(f"http://127.0.0.1:{port}/metrics")
+    values = {}
+    for line in body.decode().splitlines() if status == 200 else []:
+        for name in ("appliance_audit_records_written_total", "appliance_audit_commits_total"):
+            if line.startswith(name):
+                values[name] = float(line.split(" ")[-1])
+    return values
+
+
+def one(pa: str, models: Path, work: Path, mode: str, index: int, data: Path, concurrency: int,
+        interval_ms: int) -> dict[str, Any]:
+    repo = b.copy_repository(models, work / f"{mode}{index}" / "models")
+    state = repo.parent / "state"
+    state.mkdir()
+    b.init_audit_keys(state)
+    with b.serve(repo, state, env=MODES[mode], cpus=SERVER_CPU, log_file=state / "server.log") as server:
+        before, started = _audit_counters(server.port), time.monotonic()
+        result, cpu_us, busy = _measure(pa, server.pid, server.port, data, concurrency=concurrency,
+                                        interval_ms=interval_ms, headers={"Cache-Control": "no-cache"},
+                                        client_cpus=CLIENT_CPU)
+        after, wall = _audit_counters(server.port), time.monotonic() - started
+    row: dict[str, Any] = {"mode": mode, "req_s": round(result.throughput, 1), "p50_ms": result.p50_ms,
+                           "p99_ms": result.p99_ms, "cpu_us_per_req": round(cpu_us), "core_busy": round(busy, 2)}
+    written = after.get("appliance_audit_records_written_total", 0) - before.get(
+        "appliance_audit_records_written_total", 0)
+    commits = after.get("appliance_audit_commits_total", 0) - before.get("appliance_audit_commits_total", 0)
+    if written:
+        row["writer_records_s"] = round(written / wall, 1)
+        row["records_per_commit"] = round(written / max(1.0, commits), 1)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--interval-ms", type=int, default=3000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    pa = b.perf_analyzer()
+    if pa is None:
+        return 1
+    models = b.bundled_models()
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-audit-") as tmp:
+        work = Path(tmp)
+        data = b.write_input_data(work / "rows.json", "input", b.digits_rows(models), streams=256)
+        for index in range(args.rounds):
+            for mode in ("off", "strict"):
+                rows.append(one(pa, models, work, mode, index, data, args.concurrency, args.interval_ms))
+    median = {m: statistics.median(r["req_s"] for r in rows if r["mode"] == m) for m in MODES}
+    strict = [r for r in rows if r["mode"] == "strict"]
+    summary = {"ratio_strict_over_off": round(median["strict"] / median["off"], 3), "median_req_s": median,
+               "writer_records_s": [r.get("writer_records_s") for r in strict],
+               "records_per_commit": [r.get("records_per_commit") for r in strict], "runs": rows}
+    print(f"strict / off = {summary['ratio_strict_over_off']} (median req/s: off {median['off']:.0f}, strict "
+          f"{median['strict']:.0f}); writer {summary['writer_records_s']} records/s, "
+          f"{summary['records_per_commit']} records per commit")
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
