@@ -14,6 +14,7 @@ Usage: ``python bench/int8_vs_fp32.py [--seconds 6] [--rounds 3] [--batch 8] [--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -140,7 +141,8 @@ def onnxruntime_int8(onnx_path: Path, batches: list[dict[str, np.ndarray]], out_
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     prepared, target = out_dir / "resnet_pre.onnx", out_dir / "resnet_qdq.onnx"
-    quant_pre_process(str(onnx_path), str(prepared))
+    with contextlib.chdir(prepared.parent):  # ORT may leave a temp model + external data in the cwd
+        quant_pre_process(str(onnx_path), str(prepared))
     items = iter(batches)
 
     class Reader:

@@ -12,6 +12,7 @@ of layers one by one. Dynamic INT8 (activation ranges computed per call) is the 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 from typing import Any
@@ -77,11 +78,14 @@ def quantize_onnx_dynamic(job: Job) -> Candidate:
 def _preprocess(job: Job) -> Path:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    prepared = job.workdir / "onnx-preprocessed.onnx"
+    prepared = (job.workdir / "onnx-preprocessed.onnx").resolve()
+    source = job.model_path.resolve()
     # Symbolic shape inference gives up on exported transformers; ONNX's own inference then suffices.
     for skip_symbolic in (False, True):
         try:
-            quant_pre_process(str(job.model_path), str(prepared), skip_symbolic_shape=skip_symbolic)
+            # ORT's symbolic shape inference drops a temp model + external data into the cwd on failure.
+            with contextlib.chdir(job.workdir):
+                quant_pre_process(str(source), str(prepared), skip_symbolic_shape=skip_symbolic)
             return prepared
         except Exception as exc:  # pre-processing is an optimization; quantize the original without it
             error = f"{type(exc).__name__}: {str(exc)[:120]}"
