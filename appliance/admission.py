@@ -49,6 +49,17 @@ class Admission:
         backlog = (self.waiting + self.in_flight) / self.max_concurrency
         return max(1.0, math.ceil(backlog * self._service_time))
 
+    def check_room(self, nbytes: int = 0) -> None:
+        """Refuse at once when a new request could only be queued past the bounds.
+
+        Called before the request body is read, so a flood is answered without paying for
+        reading, decoding and validating what will be refused anyway.
+        """
+        if self.in_flight < self.max_concurrency and not self._waiters:
+            return
+        if len(self._waiters) >= self.max_queue or self.queued_bytes + nbytes > self.max_queued_bytes:
+            raise Overloaded(f"model '{self.name}' is at capacity; retry later", retry_after=self.retry_after())
+
     @asynccontextmanager
     async def slot(self, nbytes: int = 0, priority: int = 0, deadline: float | None = None) -> AsyncIterator[None]:
         if self.in_flight < self.max_concurrency and not self._waiters:
@@ -63,8 +74,7 @@ class Admission:
             self._release()
 
     async def _wait(self, nbytes: int, priority: int, deadline: float | None) -> None:
-        if len(self._waiters) >= self.max_queue or self.queued_bytes + nbytes > self.max_queued_bytes:
-            raise Overloaded(f"model '{self.name}' is at capacity; retry later", retry_after=self.retry_after())
+        self.check_room(nbytes)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(priority, next(self._seq), future, nbytes)
         heapq.heappush(self._waiters, waiter)

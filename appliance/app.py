@@ -62,7 +62,9 @@ async def _audit(app: web.Application) -> AsyncIterator[None]:
     audit_log.append_nowait(AuditRecord("server_start", status=200, detail=f"model-appliance {__version__}; "
                                         f"config sha256 {settings_digest(app[SETTINGS])}"))
     yield
-    app[SERVICE].audit = None
+    auditor, app[SERVICE].audit = app[SERVICE].audit, None
+    if isinstance(auditor, InferenceAuditor):
+        auditor.flush_overloads()
     audit_log.append_nowait(AuditRecord("server_stop", status=200))
     await audit_log.aclose()
 

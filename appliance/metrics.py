@@ -10,11 +10,13 @@ docs/metrics.md lists every series.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
 
 from appliance import errors as e
 
+_MAX_CACHED_CHILDREN = 4096  # bounds the cache; label cardinality is bounded by known models anyway
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
@@ -24,6 +26,8 @@ class Metrics:
         # ``*_created`` series double the exposition and nothing here reads them (process-wide switch).
         disable_created_metrics()
         self.registry = CollectorRegistry(auto_describe=True)
+        self._error_children: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+        self._http_error_children: dict[int, Any] = {}
         r = self.registry
         self.requests = Counter("appliance_requests", "Inference requests by outcome.",
                                 ["model", "version", "protocol", "status"], registry=r)
@@ -47,11 +51,25 @@ class Metrics:
                                    ["status"], registry=r)
 
     def record_error(self, model: str, version: str, protocol: str, status: int, error: e.ApplianceError) -> None:
-        """Count a refused or failed request (error path: label lookups are fine here)."""
-        self.requests.labels(model, version, protocol, str(status)).inc()
-        reason = rejection_reason(error)
-        if reason:
-            self.rejections.labels(model, reason).inc()
+        """Count a refused or failed request. Children are cached: under a flood this runs for
+        every refusal, and a prometheus-client label lookup costs several microseconds."""
+        key = (model, version, protocol, status, type(error))
+        children = self._error_children.get(key)
+        if children is None:
+            reason = rejection_reason(error)
+            children = (self.requests.labels(model, version, protocol, str(status)),
+                        self.rejections.labels(model, reason) if reason else None)
+            if len(self._error_children) < _MAX_CACHED_CHILDREN:
+                self._error_children[key] = children
+        children[0].inc()
+        if children[1] is not None:
+            children[1].inc()
+
+    def count_http_error(self, status: int) -> None:
+        child = self._http_error_children.get(status)
+        if child is None:
+            child = self._http_error_children[status] = self.http_errors.labels(str(status))
+        child.inc()
 
     def for_version(self, model: str, version: str) -> VersionMetrics:
         return VersionMetrics(

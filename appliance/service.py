@@ -232,6 +232,14 @@ class InferenceService:
             )
         return admission
 
+    def check_capacity(self, model: str, nbytes: int) -> None:
+        """Overloaded (429) before the body is read when the model's queue is already full."""
+        if self.draining:
+            raise ServiceUnavailable("server is shutting down", retry_after=5.0)
+        admission = self._admission.get(model)
+        if admission is not None:
+            admission.check_room(nbytes)
+
     def admission_stats(self) -> dict[str, dict[str, Any]]:
         return {name: {"in_flight": a.in_flight, "waiting": a.waiting, "queued_bytes": a.queued_bytes}
                 for name, a in self._admission.items()}

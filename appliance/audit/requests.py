@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ from appliance.service import InferOutcome, tensor_digest
 _OFFLOAD_BYTES = 256 * 1024
 _SUMMARY_ROWS = 16
 _REJECTIONS = frozenset({429, 503, 504})
+_TALLY_SECONDS = 1.0
 
 
 class InferenceAuditor:
@@ -29,8 +31,14 @@ class InferenceAuditor:
 
     def __init__(self, log: AuditLog | NullAuditLog) -> None:
         self.log = log
+        self._overloaded: Counter[tuple[str, str]] = Counter()
+        self._tally_since = 0.0
+        self._flush: asyncio.TimerHandle | None = None
 
     async def record_inference(self, outcome: InferOutcome) -> None:
+        if outcome.status == 429:
+            self._count_overload(outcome)
+            return
         request, outputs = outcome.request, outcome.outputs
         inputs = {t.name: t.data for t in request.inputs} if request is not None else {}
         capture = bool(outcome.version and outcome.version.config.capture_payloads and outputs)
@@ -56,6 +64,28 @@ class InferenceAuditor:
             await self.log.append(record)
         except AuditError as exc:
             raise ServiceUnavailable(f"audit log unavailable: {exc}") from None
+
+
+    def _count_overload(self, outcome: InferOutcome) -> None:
+        """Load shedding is tallied into one record per model and second: under a flood, one
+        sealed record per refusal would make the audit log the amplifier of the overload."""
+        if self._flush is None:
+            self._tally_since = time.monotonic()
+            self._flush = asyncio.get_running_loop().call_later(_TALLY_SECONDS, self.flush_overloads)
+        self._overloaded[(outcome.context.model, outcome.context.version)] += 1
+
+    def flush_overloads(self) -> None:
+        """Write the pending tallies (also called at shutdown, before the log closes)."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        elapsed = time.monotonic() - self._tally_since
+        for (model, version), count in self._overloaded.items():
+            self.log.append_nowait(AuditRecord(
+                "reject", model=model, version=version, status=429,
+                summary={"refused": count, "seconds": round(elapsed, 3)},
+                detail=f"{count} request(s) refused: model at capacity (load shedding)"))
+        self._overloaded.clear()
 
 
 def _digests(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray] | None,

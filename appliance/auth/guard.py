@@ -32,7 +32,6 @@ class Guard:
         self.mtls = MtlsMapper(auth) if settings.tls.client_ca_file else None
         self.rate = RateLimiter(settings.limits.rate_limit_rps, settings.limits.rate_limit_burst)
         self.throttle = FailureThrottle(auth.failure_limit_per_minute)
-        self.read_timeout_s = settings.http.read_timeout_s
         self._always = auth.enabled or self.jwt is not None or self.mtls is not None
 
     @property

@@ -1,19 +1,18 @@
-"""The guard on the request path: authenticate → authorize → rate-limit → bounded body read.
+"""The guard on the request path: authenticate → authorize → rate-limit.
 
 Placed *inside* ``request_middleware`` so its domain errors are mapped to HTTP by the one error
-table (401 + ``WWW-Authenticate``, 403, 429 + ``Retry-After``, 408). One middleware for the four
+table (401 + ``WWW-Authenticate``, 403, 429 + ``Retry-After``). One middleware for the three
 steps because each aiohttp middleware layer costs a coroutine call per request; with an API key
 the whole check is a dict lookup, one SHA-256 and one ``hmac.compare_digest``.
 
-The body is read here, after authorization, under ``http.read_timeout_s``: a stranger cannot make
-the server buffer a body, and a slow client cannot hold a request open (headers are bounded by
-aiohttp's keep-alive timer, which closes a connection still waiting for a complete request after
-``http.keepalive_timeout_s``).
+Handlers read the body only after the guard let the request through (``protocol.routes.read_body``,
+bounded by ``http.read_timeout_s``): a stranger cannot make the server buffer a body, and a slow
+client cannot hold a request open (headers are bounded by aiohttp's keep-alive timer, which closes
+a connection still waiting for a complete request after ``http.keepalive_timeout_s``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -23,7 +22,7 @@ from appliance.audit.model import AuditRecord
 from appliance.auth.guard import Guard
 from appliance.auth.policy import OPEN
 from appliance.auth.principal import Principal
-from appliance.errors import Forbidden, Overloaded, RequestTimeout, Unauthenticated
+from appliance.errors import Forbidden, Overloaded, Unauthenticated
 from appliance.keys import AUDIT, CONTEXT
 from appliance.service import RequestContext
 
@@ -52,12 +51,6 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         if wait:
             raise Overloaded(f"rate limit of {guard.rate.rate:g} requests/s for '{principal.name}' reached",
                              retry_after=wait)
-    if request.body_exists:
-        try:
-            async with asyncio.timeout(guard.read_timeout_s):
-                await request.read()
-        except TimeoutError:
-            raise RequestTimeout(f"the request body did not arrive within {guard.read_timeout_s:g} s") from None
     return await handler(request)
 
 

@@ -16,11 +16,13 @@ from aiohttp import web
 
 from appliance.errors import ApplianceError
 from appliance.keys import CONTEXT, METRICS, OBSERVABILITY, SERVICE, SETTINGS
+from appliance.logs import RequestLog
 from appliance.observability import tracing
 from appliance.protocol.errors import from_http_exception, status_of, to_response
 from appliance.service import RequestContext
 
 log = logging.getLogger("appliance.request")
+request_log = RequestLog(log)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID_MAX = 128
 
@@ -61,13 +63,15 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     if trace.tracestate:
         headers["tracestate"] = trace.tracestate
     if status >= 400:
-        request.app[METRICS].http_errors.labels(str(status)).inc()
+        request.app[METRICS].count_http_error(status)
     if span is not None:
         otel.finish(span, status, {"appliance.model": ctx.model, "appliance.version": ctx.version,
                                    "appliance.request_id": ctx.request_id})
     # Inference requests only (resolved, or refused before resolution): not probes or metadata.
+    # Load shedding (429) is counted in the metrics and tallied in the audit log, not logged per
+    # request: a line per refusal would spend the core a flood already strains.
     model = ctx.model or (request.match_info.get("model", "") if request.method == "POST" else "")
-    if model and request.app[SETTINGS].observability.request_log and log.isEnabledFor(logging.INFO):
+    if model and status != 429 and request.app[SETTINGS].observability.request_log and request_log.enabled():
         _log_request(ctx, status, model)
     return response
 
@@ -78,9 +82,9 @@ def _span_name(request: web.Request) -> str:
 
 
 def _log_request(ctx: RequestContext, status: int, model: str) -> None:
-    log.info("request", extra={"fields": {
+    request_log.write({
         "request_id": ctx.request_id, "trace_id": ctx.trace_id, "principal": ctx.principal,
         "model": model, "version": ctx.version, "protocol": ctx.protocol, "status": status,
         "batch_size": ctx.batch_size, "cache_hit": ctx.cache_hit,
         "latency_ms": round((time.monotonic() - ctx.started) * 1000, 3),
-    }})
+    })

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 
 from appliance import __version__
-from appliance.errors import InvalidInput, ModelNotFound, ModelNotReady
+from appliance.errors import InvalidInput, ModelNotFound, ModelNotReady, RequestTimeout
 from appliance.keys import CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
 from appliance.protocol.codec import HEADER_LENGTH, EncodedBody, decode_request, encode_response
 from appliance.repository import ModelVersion
@@ -182,18 +182,33 @@ def _apply_request_options(ctx: RequestContext, request: web.Request, parameters
         ctx.use_cache = False
 
 
+async def read_body(request: web.Request, timeout_s: float) -> bytes:
+    """The whole body, within ``timeout_s`` (408 otherwise) so a slow client cannot hold a request.
+
+    Most bodies have fully arrived with their headers; those skip the timer.
+    """
+    if request.content.is_eof():
+        return await request.read()
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
+
+
 async def infer(request: web.Request) -> web.Response:
     app = request.app
     settings = app[SETTINGS]
     ctx = _context(request)
     app[REPOSITORY].entry(request.match_info["model"])  # 404 before reading the body
     ctx.model, ctx.version = request.match_info["model"], _version_param(request) or ""  # for refusals
+    app[SERVICE].check_capacity(ctx.model, request.content_length or 0)  # a flood costs no body reads
     header = request.headers.get(HEADER_LENGTH)
     try:
         header_length = int(header) if header is not None else None
     except ValueError:
         raise InvalidInput(f"{HEADER_LENGTH} must be an integer") from None
-    body = await request.read()
+    body = await read_body(request, settings.http.read_timeout_s)
     max_elements = settings.limits.max_tensor_elements
     if len(body) > _OFFLOAD_DECODE_BYTES:
         decoded = await asyncio.to_thread(decode_request, body, header_length, max_elements)

@@ -133,3 +133,35 @@ async def test_cache_hits_are_identical_and_keyed_on_tensors_not_json(repository
         assert _sample(client, "appliance_cache_lookups_total", {"model": "digits", "result": "hit"}) == 1
     finally:
         await client.close()
+
+
+async def test_flood_refusals_come_before_the_body_and_are_tallied_in_the_audit_log(
+        repository: Path, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from appliance.audit.keys import init_keys
+    from appliance.config import Settings
+
+    publish_heavy_model(repository)
+    state = tmp_path / "state"
+    init_keys(Settings().replace("server", state_dir=state))
+    settings = settings_for(repository, state, limits={"max_concurrency": 1, "max_queue": 1}).replace(
+        "audit", enabled=True, mode="strict")
+    client = await started_client(settings)
+    try:
+        x = np.random.default_rng(3).standard_normal((16, 1024)).astype(np.float32)
+        doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [16, 1024], "data": x.ravel().tolist()}]}
+        responses = await asyncio.gather(*[client.post("/v2/models/heavy/infer", json=doc) for _ in range(40)])
+        statuses = [r.status for r in responses]
+        assert set(statuses) <= {200, 429} and statuses.count(429) > 0
+    finally:
+        await client.close()
+    export = subprocess.run([sys.executable, "-m", "appliance", "audit", "export", "--state-dir", str(state)],
+                            capture_output=True, text=True, timeout=120, check=True)
+    rows = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
+    tallied = sum(r["summary"]["refused"] for r in rows if r["action"] == "reject" and r["status"] == 429)
+    assert tallied == statuses.count(429)  # every refusal is accounted for, in a handful of records
+    assert sum(1 for r in rows if r["action"] == "reject") <= 3
+    assert sum(1 for r in rows if r["action"] == "infer" and r["status"] == 200) == statuses.count(200)
