@@ -119,10 +119,11 @@ class AuditSettings:
                                  "`<state_dir>/keys/audit.key`).", None)
     signing_key_file: Path | None = _doc("Ed25519 checkpoint signing key (default: credential "
                                          "`audit-signing.key` or `<state_dir>/keys/`).", None)
-    group_commit_ms: float = _doc("Extra time the audit writer waits for more records before it "
-                                  "commits. 0: commit as soon as the writer is free; records that "
-                                  "arrive during a commit share the next one (natural group commit, "
-                                  "best for latency). Raise it only when fsync is very costly.", 0.0)
+    group_commit_ms: float = _doc("Under load (the previous commit carried several records), how "
+                                  "long the audit writer gathers records into one transaction and "
+                                  "fsync. A lone record at light load is committed at once. 0: never "
+                                  "wait (records arriving during a commit still share the next one).",
+                                  2.0)
     checkpoint_every: int = _doc("Write a signed checkpoint after this many records.", 1000)
     checkpoint_interval_s: float = _doc("Also write a signed checkpoint when records are this old and "
                                         "not yet covered by one (bounds what a truncation can hide).",
