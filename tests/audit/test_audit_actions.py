@@ -35,7 +35,9 @@ async def test_server_lifecycle_and_predictions_are_audited(repository: Path, tm
     try:
         import asyncio
 
-        while (await client.get("/v2/health/ready")).status != 200:
+        for _ in range(3600):
+            if (await client.get("/v2/health/ready")).status == 200:
+                break
             await asyncio.sleep(0.05)
         x = np.load(repository / "digits" / "data" / "eval.npz")["input"][:2]
         response = await client.post("/v2/models/digits/infer", headers={"X-Request-ID": "audited-1"}, json={

@@ -158,8 +158,9 @@ async def test_flood_refusals_come_before_the_body_and_are_tallied_in_the_audit_
         assert set(statuses) <= {200, 429} and statuses.count(429) > 0
     finally:
         await client.close()
-    export = subprocess.run([sys.executable, "-m", "appliance", "audit", "export", "--state-dir", str(state)],
-                            capture_output=True, text=True, timeout=120, check=True)
+    export = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "appliance", "audit", "export", "--state-dir", str(state)],
+        capture_output=True, text=True, timeout=120, check=True)
     rows = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
     tallied = sum(r["summary"]["refused"] for r in rows if r["action"] == "reject" and r["status"] == 429)
     assert tallied == statuses.count(429)  # every refusal is accounted for, in a handful of records
