@@ -154,22 +154,17 @@ def write_path(settings: Settings, name: str) -> Path:
 def init_keys(settings: Settings) -> list[tuple[Path, bool]]:
     """Create the keyring and the signing key if absent; check them if present. Idempotent."""
     done = []
-    key_path = write_path(settings, KEY_FILE)
-    if key_path.exists():
-        load_keyring(key_path)
-        done.append((key_path, False))
-    else:
-        write_private(key_path, (f"# model-appliance audit keyring: last line is the active key\n"
-                                 f"{secrets.token_hex(_KEY_BYTES)}\n").encode())
-        done.append((key_path, True))
-    sign_path = write_path(settings, SIGNING_KEY_FILE)
-    if sign_path.exists():
-        load_signing_key(sign_path)
-        done.append((sign_path, False))
-    else:
-        write_private(sign_path, (f"# model-appliance audit checkpoint signing key (Ed25519 seed)\n"
-                                  f"{secrets.token_hex(_KEY_BYTES)}\n").encode())
-        done.append((sign_path, True))
+    for name, check, header in (
+        (KEY_FILE, load_keyring, "# model-appliance audit keyring: last line is the active key"),
+        (SIGNING_KEY_FILE, load_signing_key, "# model-appliance audit checkpoint signing key (Ed25519 seed)"),
+    ):
+        path = write_path(settings, name)
+        created = not path.exists()
+        if created:
+            write_private(path, f"{header}\n{secrets.token_hex(_KEY_BYTES)}\n".encode())
+        else:
+            check(path)
+        done.append((path, created))
     return done
 
 

@@ -131,3 +131,8 @@ async def started_client(settings: Settings, ready_within_s: float = 180.0):  # 
             raise TimeoutError(f"server not ready after {ready_within_s}s")
         await asyncio.sleep(0.05)
     return client
+
+
+async def client_for(repository: Path, tmp_path: Path, **groups: dict):  # -> aiohttp TestClient
+    """``started_client`` on ``repository`` with state under ``tmp_path`` and some settings changed."""
+    return await started_client(settings_for(repository, tmp_path / "state", **groups))

@@ -10,6 +10,7 @@ import onnxruntime as ort
 import pytest
 from aiohttp.test_utils import TestClient
 from server_testlib import (
+    client_for,
     eval_rows,
     publish_heavy_model,
     publish_openvino_ir,
@@ -22,7 +23,7 @@ from appliance.keys import METRICS
 
 
 async def _client(repository: Path, tmp_path: Path, **groups: dict) -> TestClient:
-    return await started_client(settings_for(repository, tmp_path / "state", **groups))
+    return await client_for(repository, tmp_path, **groups)
 
 
 def _doc(x: np.ndarray, **extra: object) -> dict:

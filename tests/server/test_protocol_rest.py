@@ -12,17 +12,16 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestClient
 from server_testlib import (
+    client_for,
     eval_rows,
     publish_identity_model,
     publish_openvino_ir,
     set_version_policy,
-    settings_for,
-    started_client,
 )
 
 
 async def _client(repository: Path, tmp_path: Path, **groups: dict) -> TestClient:
-    return await started_client(settings_for(repository, tmp_path / "state", **groups))
+    return await client_for(repository, tmp_path, **groups)
 
 
 @pytest.fixture
