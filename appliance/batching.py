@@ -61,9 +61,6 @@ class Batcher:
     def queued(self) -> int:
         return len(self._pending)
 
-    @property
-    def busy_slots(self) -> int:
-        return self._compiled.slots - self._free
 
     async def run(self, inputs: Tensors, deadline: float | None = None) -> tuple[Tensors, int]:
         """Infer ``inputs`` (batch dimension first when the model is batched).

@@ -3,7 +3,8 @@
 The key is a BLAKE2b digest of the model name, the *resolved* version (and its load time, so
 a reloaded version never serves an old entry), the requested outputs and every input's name,
 datatype, shape and bytes — never the request JSON, whose ``id`` would defeat it. Only
-successful outputs are stored.
+successful outputs are stored; entries of a version no longer served are never looked up again
+and age out through the LRU order and the TTL.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ Outputs = dict[str, np.ndarray]
 
 @dataclass(slots=True)
 class _Entry:
-    owner: str
     outputs: Outputs
     nbytes: int
     expires: float
@@ -69,7 +69,7 @@ class PredictionCache:
         self.hits += 1
         return entry.outputs
 
-    def put(self, key: bytes, owner: str, outputs: Outputs) -> None:
+    def put(self, key: bytes, outputs: Outputs) -> None:
         nbytes = sum(a.nbytes for a in outputs.values()) + 64 * len(outputs) + 128
         if nbytes > self.max_bytes:
             return
@@ -81,18 +81,11 @@ class PredictionCache:
             copy = np.array(array, copy=True)
             copy.flags.writeable = False
             frozen[name] = copy
-        self._entries[key] = _Entry(owner, frozen, nbytes, time.monotonic() + self.ttl_s)
+        self._entries[key] = _Entry(frozen, nbytes, time.monotonic() + self.ttl_s)
         self.bytes += nbytes
         while self.bytes > self.max_bytes:
             oldest = next(iter(self._entries))
             self._remove(oldest)
-
-    def drop_owner(self, owner: str) -> int:
-        """Forget every entry of one model version (unloaded or replaced)."""
-        doomed = [k for k, e in self._entries.items() if e.owner == owner]
-        for key in doomed:
-            self._remove(key)
-        return len(doomed)
 
     def _remove(self, key: bytes) -> None:
         entry = self._entries.pop(key)

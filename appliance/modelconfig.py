@@ -65,7 +65,6 @@ class ModelConfig:
     max_queue: int | None = None
     cache_enabled: bool = False
     capture_payloads: bool = False
-    default_alias: str = ""
 
     @property
     def batched(self) -> bool:
@@ -102,7 +101,7 @@ def _policy(raw: Any, where: str) -> VersionPolicy:
 
 _TOP_KEYS = {
     "runtime", "device", "max_batch_size", "labels", "description", "version_policy", "input",
-    "output", "batching", "limits", "cache", "audit", "default_alias",
+    "output", "batching", "limits", "cache", "audit",
 }
 
 
@@ -139,7 +138,6 @@ def parse_model_config(name: str, data: dict[str, Any], source: str = "model.tom
         max_queue=limits.get("max_queue"),
         cache_enabled=bool(cache.get("enabled", False)),
         capture_payloads=bool(audit.get("capture_payloads", False)),
-        default_alias=str(data.get("default_alias", "")),
     )
 
 

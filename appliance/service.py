@@ -134,7 +134,7 @@ class InferenceService:
             outputs, ctx.batch_size = await runtime.batcher.run(inputs, ctx.deadline)
             runtime.metrics.inference_seconds.observe(time.monotonic() - started)
         if key is not None:
-            self.cache.put(key, target.key, outputs)
+            self.cache.put(key, outputs)
         return await self._finish(target, runtime, request, ctx, outputs, wanted)
 
     async def _finish(self, target: ModelVersion, runtime: _VersionRuntime, request: InferRequest,

@@ -39,10 +39,6 @@ class Guard:
         """Whether requests need a principal (re-evaluated as keys are created or revoked)."""
         return self._always or self.api_keys.has_keys()
 
-    def credential_sources(self) -> list[str]:
-        sources = ["api-keys"] if self.api_keys.has_keys() else []
-        return sources + (["jwt"] if self.jwt else []) + (["mtls"] if self.mtls else [])
-
     def authenticate(self, authorization: str | None, api_key: str | None,
                      peercert: dict[str, Any] | None) -> Principal:
         """The caller's principal, or :class:`Unauthenticated`. An explicit credential that fails

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +159,3 @@ class History:
 
 def _ratio(part: float, whole: float) -> float | None:
     return round(part / whole, 4) if whole > 0 else None
-
-
-SampleSource = Callable[[], Sample]
