@@ -27,13 +27,19 @@ async def test_strict_append_returns_after_commit(tmp_path: Path) -> None:
 
 
 async def test_relaxed_append_returns_before_commit_and_close_flushes(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, mode="relaxed", group_commit_ms=300.0)
+    settings = make_settings(tmp_path, mode="relaxed")
     log = AuditLog.open(settings)
+    # Another writer holds the database: the writer thread cannot commit until it lets go, so
+    # relaxed appends must return without waiting for it (deterministic, not a timing race).
+    blocker = sqlite3.connect(audit_paths(settings).database, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
     await log.append(record(0))
     log.append_nowait(record(1))
     with sqlite3.connect(audit_paths(settings).database) as other:
         assert other.execute("SELECT count(*) FROM records").fetchone()[0] == 0
     assert log.stats().records_pending == 2
+    blocker.execute("ROLLBACK")
+    blocker.close()
     await log.aclose()
     stats = log.stats()
     assert (stats.records_written, stats.records_pending, stats.last_checkpoint_seq) == (2, 0, 2)
