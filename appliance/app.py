@@ -57,7 +57,7 @@ async def _audit(app: web.Application) -> AsyncIterator[None]:
     audit_log = await asyncio.to_thread(open_audit_log, app[SETTINGS])
     app[AUDIT].target = audit_log
     if app[SETTINGS].audit.enabled:
-        app[SERVICE].audit = InferenceAuditor(audit_log)
+        app[SERVICE].audit = InferenceAuditor(audit_log, lambda: app[SERVICE].active)
     # The effective configuration's digest: a change between two starts is visible in the log.
     audit_log.append_nowait(AuditRecord("server_start", status=200, detail=f"model-appliance {__version__}; "
                                         f"config sha256 {settings_digest(app[SETTINGS])}"))

@@ -1,8 +1,9 @@
 """Local prediction cache: LRU with a byte budget and a time to live.
 
 The key is a BLAKE2b digest of the model name, the *resolved* version (and its load time, so
-a reloaded version never serves an old entry), the requested outputs and every input's name,
-datatype, shape and bytes — never the request JSON, whose ``id`` would defeat it. Only
+a reloaded version never serves an old entry), the requested outputs and the SHA-256 of every
+input's name, datatype, shape and bytes (``service.tensor_digest``, computed once per request and
+shared with the audit record) — never the request JSON, whose ``id`` would defeat it. Only
 successful outputs are stored; entries of a version no longer served are never looked up again
 and age out through the LRU order and the TTL.
 """
@@ -28,20 +29,11 @@ class _Entry:
 
 
 def cache_key(model: str, version: str, generation: float, outputs: Iterable[str] | None,
-              inputs: dict[str, np.ndarray]) -> bytes:
-    digest = hashlib.blake2b(digest_size=32)
-    digest.update(f"{model}\0{version}\0{generation!r}\0".encode())
-    digest.update(("\0".join(sorted(outputs)) if outputs is not None else "*").encode())
-    for name in sorted(inputs):
-        array = inputs[name]
-        digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
-        if array.dtype.kind == "O":
-            for item in array.reshape(-1):
-                digest.update(len(item).to_bytes(4, "little"))
-                digest.update(item)
-        else:
-            digest.update(np.ascontiguousarray(array).data)
-    return digest.digest()
+              inputs_sha256: str) -> bytes:
+    """``inputs_sha256``: ``service.tensor_digest`` of the request's inputs."""
+    outputs_part = "\0".join(sorted(outputs)) if outputs is not None else "*"
+    text = f"{model}\0{version}\0{generation!r}\0{outputs_part}\0{inputs_sha256}"
+    return hashlib.blake2b(text.encode(), digest_size=32).digest()
 
 
 class PredictionCache:

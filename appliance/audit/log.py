@@ -73,6 +73,7 @@ class AuditLog:
     def __init__(self, writer: Writer, paths: AuditPaths, *, strict: bool) -> None:
         self._writer, self.paths, self.strict = writer, paths, strict
         self._closed = False
+        self.waiting = 0  # strict appends awaiting their commit
 
     @classmethod
     def open(cls, settings: Settings, env: Mapping[str, str] | None = None) -> AuditLog:
@@ -109,14 +110,24 @@ class AuditLog:
             raise AuditError("audit writer has stopped")
         return Item(record, time.time_ns(), time.monotonic())
 
-    async def append(self, record: AuditRecord) -> None:
-        """Strict: return once the record's transaction is committed. Relaxed: return at once."""
+    async def append(self, record: AuditRecord, *, flush: bool = False) -> None:
+        """Strict: return once the record's transaction is committed. Relaxed: return at once.
+
+        ``flush``: the caller knows no other record is coming soon (every request in flight is
+        waiting on this log), so the writer commits now instead of holding the group open.
+        """
         item = self._item(record)
         if self.strict:
             item.loop = asyncio.get_running_loop()
             item.future = item.loop.create_future()
             self._writer.submit(item)
-            await item.future
+            if flush:
+                self._writer.hurry()
+            self.waiting += 1
+            try:
+                await item.future
+            finally:
+                self.waiting -= 1
         else:
             self._writer.submit(item)
 
@@ -152,8 +163,9 @@ class NullAuditLog:
 
     paths = None
     strict = False
+    waiting = 0
 
-    async def append(self, record: AuditRecord) -> None:
+    async def append(self, record: AuditRecord, *, flush: bool = False) -> None:
         return None
 
     def append_nowait(self, record: AuditRecord) -> None:
@@ -185,8 +197,8 @@ class AuditLogSlot:
     def __init__(self) -> None:
         self.target: AuditLog | NullAuditLog = NullAuditLog()
 
-    async def append(self, record: AuditRecord) -> None:
-        await self.target.append(record)
+    async def append(self, record: AuditRecord, *, flush: bool = False) -> None:
+        await self.target.append(record, flush=flush)
 
     def append_nowait(self, record: AuditRecord) -> None:
         self.target.append_nowait(record)

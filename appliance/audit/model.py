@@ -18,9 +18,12 @@ class AuditKeyError(AuditError):
     """
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AuditRecord:
     """One event. The log adds sequence number, time, previous hash and key id.
+
+    Not frozen: one is built per answered request on the event loop, and a frozen dataclass's
+    ``__init__`` (one ``object.__setattr__`` per field) costs twice as much. Treat it as a value.
 
     ``principal``, ``client``, ``request_id``, the input/output hashes, ``summary``, ``detail`` and
     ``payload`` are sealed with AES-256-GCM; the remaining fields stay clear so operators can

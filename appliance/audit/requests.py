@@ -10,6 +10,7 @@ import asyncio
 import io
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -29,8 +30,11 @@ _TALLY_SECONDS = 1.0
 class InferenceAuditor:
     """The service's ``AuditSink``: strict mode awaits the commit before the response is sent."""
 
-    def __init__(self, log: AuditLog | NullAuditLog) -> None:
+    def __init__(self, log: AuditLog | NullAuditLog, active_requests: Callable[[], int] | None = None) -> None:
         self.log = log
+        # How many requests the service is serving: when every one of them waits on the log, no
+        # record can arrive before they are answered, so the writer need not hold the batch open.
+        self._active_requests = active_requests
         self._overloaded: Counter[tuple[str, str]] = Counter()
         self._tally_since = 0.0
         self._flush: asyncio.TimerHandle | None = None
@@ -43,11 +47,11 @@ class InferenceAuditor:
         inputs = {t.name: t.data for t in request.inputs} if request is not None else {}
         capture = bool(outcome.version and outcome.version.config.capture_payloads and outputs)
         size = sum(a.nbytes for a in inputs.values())
-        if size > _OFFLOAD_BYTES or capture:
-            digests = await asyncio.to_thread(_digests, inputs, outputs, capture)
-        else:
-            digests = _digests(inputs, outputs, capture)
         ctx = outcome.context
+        if size > _OFFLOAD_BYTES or capture:
+            digests = await asyncio.to_thread(_digests, inputs, outputs, capture, ctx.input_sha256)
+        else:
+            digests = _digests(inputs, outputs, capture, ctx.input_sha256)
         compiled = outcome.version.compiled if outcome.version else None
         record = AuditRecord(
             action="reject" if outcome.status in _REJECTIONS else "infer",
@@ -60,8 +64,9 @@ class InferenceAuditor:
         if outcome.status != 200:
             self.log.append_nowait(record)  # a refusal must not wait on the disk
             return
+        active = self._active_requests
         try:
-            await self.log.append(record)
+            await self.log.append(record, flush=active is not None and self.log.waiting + 1 >= active())
         except AuditError as exc:
             raise ServiceUnavailable(f"audit log unavailable: {exc}") from None
 
@@ -89,14 +94,17 @@ class InferenceAuditor:
 
 
 def _digests(inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray] | None,
-             capture: bool) -> tuple[str, str, bytes | None]:
+             capture: bool, inputs_sha256: str = "") -> tuple[str, str, bytes | None]:
+    """(input SHA-256, output SHA-256, captured payload); the input digest is reused when the
+    service already computed it for the cache key."""
     payload = None
     if capture and outputs is not None:
         buffer = io.BytesIO()
         arrays = {f"input.{k}": v for k, v in inputs.items()} | {f"output.{k}": v for k, v in outputs.items()}
         np.savez(buffer, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         payload = buffer.getvalue()
-    return (tensor_digest(inputs) if inputs else "", tensor_digest(outputs) if outputs else "", payload)
+    input_digest = inputs_sha256 or (tensor_digest(inputs) if inputs else "")
+    return (input_digest, tensor_digest(outputs) if outputs else "", payload)
 
 
 def summarize(outputs: dict[str, np.ndarray] | None) -> dict[str, Any] | None:

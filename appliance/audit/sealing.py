@@ -44,6 +44,7 @@ SEALED_FIELDS = ("request_id", "principal", "client", "input_sha256", "output_sh
 _HASH_DOMAIN = b"appliance-audit-row-v1"
 _AAD_DOMAIN = b"appliance-audit-aad-v1"
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+NONCE_BYTES = 12
 
 
 class SealError(AuditError):
@@ -80,6 +81,8 @@ def format_time(ns: int) -> str:
 
 def _clean(text: str) -> str:
     """SQLite and JSON refuse lone surrogates; one odd client string must not fail a batch."""
+    if text.isascii():  # nearly every value: no surrogate possible, no encode needed
+        return text
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
@@ -135,10 +138,21 @@ def genesis_hash(log_id: str) -> bytes:
     return hashlib.sha256(b"appliance-audit-genesis:" + log_id.encode("ascii")).digest()
 
 
-def seal(p: Prepared, seq: int, prev_hash: bytes, keyring: Keyring) -> tuple[Any, ...]:
-    """The stored row (in COLUMNS order) for ``p`` at position ``seq`` after ``prev_hash``."""
+def nonces(count: int) -> list[bytes]:
+    """``count`` fresh random 96-bit nonces from one ``os.urandom`` call: one syscall (and one
+    release of the GIL, which the event loop would then have to win back) per batch, not per record."""
+    pool = os.urandom(NONCE_BYTES * count)
+    return [pool[i:i + NONCE_BYTES] for i in range(0, len(pool), NONCE_BYTES)]
+
+
+def seal(p: Prepared, seq: int, prev_hash: bytes, keyring: Keyring, nonce: bytes | None = None) -> tuple[Any, ...]:
+    """The stored row (in COLUMNS order) for ``p`` at position ``seq`` after ``prev_hash``.
+
+    ``nonce``: 12 random bytes never used before (see :func:`nonces`); drawn here when omitted.
+    """
     kid = keyring.active_id
-    nonce = os.urandom(12)
+    if nonce is None:
+        nonce = os.urandom(NONCE_BYTES)
     ciphertext = keyring.cipher(kid).encrypt(nonce, p.plaintext, associated_data(seq, kid, prev_hash))
     values = (seq, p.time, p.action, p.model, p.version, p.status, p.latency_ms, p.cache_hit, p.device,
               kid, nonce, ciphertext, prev_hash)

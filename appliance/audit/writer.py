@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance.audit import checkpoints, store
 from appliance.audit.keys import Keyring
 from appliance.audit.model import AuditError, AuditRecord, AuditStats
-from appliance.audit.sealing import Prepared, prepare, seal
+from appliance.audit.sealing import Prepared, nonces, prepare, seal
 
 _log = logging.getLogger(__name__)
 _MAX_BATCH = 4096
@@ -96,6 +96,7 @@ class Writer(threading.Thread):
         self._cp_seq, self._cp_time = -1, 0.0
         self._backlog = False  # records were queued when the last commit ended: the log is under load
         self._last_batch = 1
+        self._hurry = threading.Event()
 
     # -- called from any thread -------------------------------------------------------------
     def submit(self, item: Item | Stop) -> None:
@@ -103,6 +104,10 @@ class Writer(threading.Thread):
             with self._count_lock:
                 self._submitted += 1
         self._queue.put(item)
+
+    def hurry(self) -> None:
+        """End the current group-commit window now (no further record is expected soon)."""
+        self._hurry.set()
 
     def stats(self) -> AuditStats:
         busy = self._busy_since
@@ -150,9 +155,11 @@ class Writer(threading.Thread):
         # group-commit window, then take what arrived: one fsync for all of them. Waiting on the
         # queue instead would wake this thread (and take the GIL from the event loop) once per
         # record. At light load a record is committed at once, without the window's latency.
+        # The window ends early when an appender says nobody else is coming (``hurry``).
         remaining = first.enqueued + self._config.group_commit_s - time.monotonic()
         if remaining > 0 and (self._backlog or self._last_batch > 1):
-            time.sleep(remaining)
+            self._hurry.wait(remaining)
+        self._hurry.clear()
         stop: Stop | None = None
         while len(batch) < _MAX_BATCH:
             try:
@@ -194,9 +201,9 @@ class Writer(threading.Thread):
             with store.immediate(conn):
                 seq, prev = store.head(conn, self._log_id)
                 rows = []
-                for p in prepared:
+                for p, nonce in zip(prepared, nonces(len(prepared)), strict=True):
                     seq += 1
-                    rows.append(seal(p, seq, prev, self._keyring))
+                    rows.append(seal(p, seq, prev, self._keyring, nonce))
                     prev = rows[-1][-1]
                 if not self._key_noted:
                     store.note_key(conn, self._keyring.active_id, rows[0][0], rows[0][1])
