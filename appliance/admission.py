@@ -107,3 +107,36 @@ class Admission:
             if not waiter.future.done():
                 self.in_flight += 1
                 waiter.future.set_result(None)
+
+
+class RefusalPacer:
+    """Paces 429 answers so that a retry storm cannot starve admitted requests of the CPU.
+
+    A client that ignores Retry-After and retries at once turns every refusal into another
+    request: under a closed-loop flood the event loop would spend nearly all its time parsing,
+    refusing and answering, and admitted requests would wait behind that work. Up to ``rate``
+    refusals per second (with a burst of one second's worth) are answered at once; past that,
+    each 429 waits for its turn, never longer than its own Retry-After. Refused requests hold no
+    body (it is not read) and no slot, so a waiting refusal costs a timer and the connection.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._next_free = 0.0  # monotonic time at which the bucket has a token again
+        self.paced = 0
+
+    def delay(self, retry_after: float) -> float:
+        """Seconds to hold this refusal (0 = answer now); reserves its turn."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        interval = 1.0 / self.rate
+        start = max(self._next_free, now - 1.0)  # at most one second's worth of burst banked
+        # A capped wait does not book turns beyond the cap: under a long flood every refusal
+        # waits its full Retry-After instead of the queue of turns growing without bound.
+        self._next_free = min(start + interval, now + retry_after)
+        wait = start - now
+        if wait <= 0:
+            return 0.0
+        self.paced += 1
+        return min(wait, retry_after)

@@ -80,6 +80,9 @@ class LimitsSettings:
     default_timeout_ms: int = _doc("Deadline for requests that carry none (0 = no deadline).", 0)
     rate_limit_rps: float = _doc("Per-principal request rate (0 = unlimited); excess → 429.", 0.0)
     rate_limit_burst: int = _doc("Burst allowed above `rate_limit_rps`.", 100)
+    refusals_per_s: float = _doc("429s answered at once per second; past it each further 429 waits "
+                                 "its turn (at most its Retry-After), so clients that retry at once "
+                                 "cannot spend the core admitted requests need (0 = never wait).", 250.0)
 
 
 @dataclass(frozen=True)

@@ -76,7 +76,7 @@ class _Family(Collector):
         return child
 
     def describe(self) -> Iterator[Metric]:
-        return self.collect()
+        return iter(self.collect())
 
 
 class CounterFamily(_Family):

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from appliance.admission import Admission
+from appliance.admission import Admission, RefusalPacer
 from appliance.batching import Batcher
 from appliance.cache import PredictionCache, cache_key
 from appliance.config import Settings
@@ -101,6 +101,7 @@ class InferenceService:
         self.audit = audit
         self.draining = False
         self.active = 0  # requests inside infer(): the audit log commits early once all of them wait on it
+        self.refusals = RefusalPacer(settings.limits.refusals_per_s)
         self._runtimes: dict[int, _VersionRuntime] = {}
         self._admission: dict[str, Admission] = {}
         self._observers: list[OutcomeObserver] = []

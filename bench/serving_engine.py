@@ -156,26 +156,39 @@ def _format(row: Row) -> str:
 
 
 # --- (a) compute-heavy INT8 model: served vs raw --------------------------------------------
-def part_a(pa: str, work: Path, interval_ms: int, concurrency: int = 8) -> dict[str, Any]:
+def part_a(pa: str, work: Path, interval_ms: int, concurrency: int = 8, rounds: int = 3) -> dict[str, Any]:
+    """Raw and served alternate (raw, served, raw, ... raw): on a shared VM the CPU's speed drifts
+    by ±20 % within minutes, so each served round is compared with the raw rounds either side of
+    it, and the ratio reported is the median of those per-round ratios."""
     repo, state, ir = _publish_resnet_int8(work)
     image = np.random.default_rng(2).normal(0, 1, (4, 3, 224, 224)).astype(np.float32)
     data = b.write_input_data(work / "images.json", "input", image, streams=4)
-    raw_before = _raw_throughput(ir, seconds=8)
-    print(f"raw in-process (before): {raw_before:.1f} img/s", flush=True)
     env = {"APPLIANCE_AUDIT_ENABLED": "false"}
-    with b.serve(repo, state, env=env, log_file=state / "server.log") as server:
-        result, _cpu_us, _busy = _measure(pa, server.pid, server.port, data, model="resnet", concurrency=concurrency,
-                                        interval_ms=max(interval_ms, 5000), tensor_format="binary",
-                                        client_cpus=None)
-        note = _batch_note(server.port, "resnet")
-    raw_after = _raw_throughput(ir, seconds=8)
-    raw = (raw_before + raw_after) / 2
-    out = {"served_img_s": result.throughput, "served_p50_ms": result.p50_ms, "served_p99_ms": result.p99_ms,
-           "raw_img_s_before": raw_before, "raw_img_s_after": raw_after, "ratio": result.throughput / raw,
-           "concurrency": concurrency, "batching": note}
-    print(f"served c={concurrency} binary: {result.throughput:.1f} img/s (p50 {result.p50_ms:.1f} ms, "
-          f"p99 {result.p99_ms:.1f} ms) {note}; raw {raw_before:.1f}/{raw_after:.1f} img/s; "
-          f"ratio {out['ratio']:.2f}", flush=True)
+    raws = [_raw_throughput(ir, seconds=8)]
+    served: list[b.PerfResult] = []
+    notes = []
+    print(f"raw in-process: {raws[-1]:.1f} img/s", flush=True)
+    for index in range(rounds):
+        round_state = state / f"round-{index}"
+        round_state.mkdir(parents=True)
+        with b.serve(repo, round_state, env=env, log_file=round_state / "server.log") as server:
+            result, _cpu_us, _busy = _measure(pa, server.pid, server.port, data, model="resnet",
+                                              concurrency=concurrency, interval_ms=max(interval_ms, 5000),
+                                              tensor_format="binary", client_cpus=None)
+            notes.append(_batch_note(server.port, "resnet"))
+        served.append(result)
+        raws.append(_raw_throughput(ir, seconds=8))
+        ratio = result.throughput / ((raws[-2] + raws[-1]) / 2)
+        print(f"served c={concurrency} binary: {result.throughput:.1f} img/s (p50 {result.p50_ms:.1f} ms, "
+              f"p99 {result.p99_ms:.1f} ms) {notes[-1]}; raw either side {raws[-2]:.1f}/{raws[-1]:.1f} img/s; "
+              f"ratio {ratio:.2f}", flush=True)
+    ratios = [r.throughput / ((raws[i] + raws[i + 1]) / 2) for i, r in enumerate(served)]
+    best = served[ratios.index(sorted(ratios)[len(ratios) // 2])]
+    out = {"served_img_s": [r.throughput for r in served], "served_p50_ms": best.p50_ms, "served_p99_ms": best.p99_ms,
+           "raw_img_s": raws, "ratios": ratios, "ratio": sorted(ratios)[len(ratios) // 2],
+           "concurrency": concurrency, "batching": notes}
+    print(f"served / raw, median of {rounds} alternating rounds: {out['ratio']:.2f} "
+          f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})", flush=True)
     return out
 
 
@@ -260,14 +273,30 @@ def part_c(models: Path, work: Path, seconds: float, capacity: int = 16) -> dict
     out: dict[str, Any] = {"admission": f"max_concurrency {capacity // 2} + max_queue {capacity // 2}"}
     with b.serve(repo, state, cpus=SERVER_CPU, log_file=state / "server.log") as server:
         process = psutil.Process(server.pid)
-        for label, concurrency in (("unloaded c=1", 1), ("at capacity c=16", capacity),
-                                   ("overload c=160 (10x)", capacity * 10)):
+        for label, concurrency in (("unloaded c=1", 1), (f"at capacity c={capacity}", capacity),
+                                   (f"overload c={capacity * 10} (10x)", capacity * 10)):
             peak = _PeakRss(process)
             with peak:
                 result = _client(asyncio, run_load, url_of(server.port), bodies, concurrency, seconds)
             out[label] = {**result.summary(), "peak_rss_mib": round(peak.peak / 2**20, 1)}
             print(f"{label:24} {json.dumps(out[label])}", flush=True)
+        paced = _metric(server.port, "appliance_refusals_paced_total")
+    flood = out[f"overload c={capacity * 10} (10x)"]["ok_p99_ms"]
+    out["admitted p99 / unloaded p99"] = {"vs c=1": round(flood / out["unloaded c=1"]["ok_p99_ms"], 2),
+                                          f"vs c={capacity} (at capacity, no flood)":
+                                          round(flood / out[f"at capacity c={capacity}"]["ok_p99_ms"], 2)}
+    out["refusals paced"] = paced
+    print(f"admitted p99 under the flood / unloaded p99: {json.dumps(out['admitted p99 / unloaded p99'])}; "
+          f"{paced:.0f} refusals paced", flush=True)
     return out
+
+
+def _metric(port: int, name: str) -> float:
+    _status, body = b.http_get(f"http://127.0.0.1:{port}/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.split(" ")[-1])
+    return 0.0
 
 
 def _client(asyncio: Any, run_load: Any, url: str, bodies: list[bytes], concurrency: int, seconds: float) -> Any:

@@ -74,7 +74,10 @@ class ScrapeCollector:
             in_flight.add_metric([model], stats["in_flight"])
             depth.add_metric([model], stats["waiting"])
             queued.add_metric([model], stats["queued_bytes"])
-        yield from (in_flight, depth, queued)
+        paced = CounterMetricFamily("appliance_refusals_paced",
+                                    "429s held for their turn because refusals exceeded limits.refusals_per_s.")
+        paced.add_metric([], self._service.refusals.paced)
+        yield from (in_flight, depth, queued, paced)
 
     def _cache(self) -> Iterator[Metric]:
         cache = self._service.cache

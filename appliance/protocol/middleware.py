@@ -7,6 +7,7 @@ status and timings — never payloads, headers or credentials.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
@@ -51,8 +52,13 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = response.status
     except ApplianceError as error:
         status = status_of(error)
-        await request.app[SERVICE].record_failure(ctx, status, error)
+        service = request.app[SERVICE]
+        await service.record_failure(ctx, status, error)
         response = to_response(error)
+        if status == 429:
+            hold = service.refusals.delay(getattr(error, "retry_after", None) or 1.0)
+            if hold:
+                await asyncio.sleep(hold)
     except web.HTTPException as exc:
         status = exc.status
         response = from_http_exception(exc)

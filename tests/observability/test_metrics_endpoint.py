@@ -97,3 +97,26 @@ async def test_metrics_are_documented(client: TestClient, digits_repository: Pat
     assert exported - documented == set(), "undocumented series"
     # The audit writer's series appear only when audit is enabled (it is off here).
     assert {n for n in documented - exported if not n.startswith("appliance_audit_")} == set()
+
+
+def test_loop_histogram_exposes_what_prometheus_client_would() -> None:
+    """The lock-free request-path histogram buckets values exactly like prometheus-client."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from appliance.metrics import LATENCY_BUCKETS, Metrics
+
+    values = [0.0, 0.0005, 0.00051, 0.002, 0.0049, 0.005, 0.3, 10.0, 11.0, 1e-9]
+    reference_registry = CollectorRegistry()
+    reference = Histogram("appliance_request_duration_seconds", "Inference request latency inside the server.",
+                          ["model", "version"], buckets=LATENCY_BUCKETS, registry=reference_registry)
+    metrics = Metrics()
+    child = metrics.for_version("digits", "1").request_seconds
+    for value in values:
+        reference.labels("digits", "1").observe(value)
+        child.observe(value)
+
+    def lines(registry: CollectorRegistry) -> set[str]:
+        return {line for line in generate_latest(registry).decode().splitlines()
+                if line.startswith("appliance_request_duration_seconds_")}
+
+    assert lines(metrics.registry) == lines(reference_registry)
