@@ -94,6 +94,11 @@ def load_onnxruntime(model_path: Path, *, device: str, nireq: int, threads: int,
     # to a core, escaping the process's CPU affinity (taskset, systemd CPUAffinity=): size it to
     # the CPUs this process may use instead (an explicit count also turns the pinning off).
     options.intra_op_num_threads = threads or _usable_cpus()
+    # Idle pool threads spin-wait for the next run by default: in a server that shares its cores
+    # with the event loop and the audit writer, spinning takes the CPU they need (on two cores the
+    # bundled model served 3.2k req/s at 1.6 cores busy with spinning, see docs/benchmarks.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.inter_op.allow_spinning", "0")
     try:
         session = ort.InferenceSession(model_bytes if model_bytes is not None else str(model_path),
                                        sess_options=options, providers=providers)
