@@ -107,7 +107,8 @@ class Writer(threading.Thread):
 
     def hurry(self) -> None:
         """End the current group-commit window now (no further record is expected soon)."""
-        self._hurry.set()
+        if not self._hurry.is_set():  # set() takes the condition's lock and notifies: once is enough
+            self._hurry.set()
 
     def stats(self) -> AuditStats:
         busy = self._busy_since
