@@ -261,16 +261,18 @@ def part_c(models: Path, work: Path, seconds: float, capacity: int = 16) -> dict
 
     from loadgen import json_bodies, run_load
 
+    print(f"(c) capacity {capacity}", flush=True)
     repo = b.copy_repository(models, work / "overload" / "models")
     state = repo.parent / "state"
     state.mkdir()
     b.init_audit_keys(state)
     toml = repo / "digits" / "model.toml"
-    b.set_toml_section(toml, "limits", f"max_concurrency = {capacity // 2}\nmax_queue = {capacity // 2}")
+    queue = capacity // 2 if capacity > 2 else 0  # capacity 2: two in flight, nothing queued
+    b.set_toml_section(toml, "limits", f"max_concurrency = {capacity - queue}\nmax_queue = {queue}")
     b.set_toml_section(toml, "cache", "enabled = false")  # every admitted request reaches the runtime
     bodies = json_bodies(b.digits_rows(models, 256))
     url_of = "http://127.0.0.1:{}/v2/models/digits/infer".format
-    out: dict[str, Any] = {"admission": f"max_concurrency {capacity // 2} + max_queue {capacity // 2}"}
+    out: dict[str, Any] = {"admission": f"max_concurrency {capacity - queue} + max_queue {queue}"}
     with b.serve(repo, state, cpus=SERVER_CPU, log_file=state / "server.log") as server:
         process = psutil.Process(server.pid)
         for label, concurrency in (("unloaded c=1", 1), (f"at capacity c={capacity}", capacity),
@@ -335,6 +337,8 @@ def main() -> int:
     parser.add_argument("--parts", default="b,a,c", help="comma-separated: a, b, c")
     parser.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer measurement window")
     parser.add_argument("--overload-seconds", type=float, default=8.0)
+    parser.add_argument("--capacities", default="16,2",
+                        help="admission capacities for (c): 16 = 8 in flight + 8 queued; 2 = 2 in flight, no queue")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     pa = b.perf_analyzer()
@@ -353,7 +357,8 @@ def main() -> int:
             report["a"] = part_a(pa, work, args.interval_ms)
         if "c" in parts:
             print("(c) overload (loadgen.py, closed loop), server on core 0", flush=True)
-            report["c"] = part_c(models, work, args.overload_seconds)
+            report["c"] = {f"capacity {c}": part_c(models, work / f"capacity-{c}", args.overload_seconds, int(c))
+                           for c in args.capacities.split(",")}
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
