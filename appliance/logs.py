@@ -11,24 +11,20 @@ import logging
 import sys
 import threading
 import time
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import orjson
+
+from appliance.utctime import utc_second
 
 #: Request lines wait at most this long in memory before one write() carries them all.
 FLUSH_INTERVAL_S = 0.05
 _FLUSH_BYTES = 64 * 1024
 
-_second: list[Any] = [None, ""]  # (epoch second, its formatted prefix): one strftime per second
 
 
 def _timestamp(created: float) -> str:
-    secs = int(created)
-    cached = _second
-    if cached[0] != secs:
-        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-        cached[0] = secs
-    return f"{cached[1]}.{int(created * 1000) % 1000:03d}Z"
+    return f"{utc_second(int(created))}.{int(created * 1000) % 1000:03d}Z"
 
 
 class JsonFormatter(logging.Formatter):

@@ -25,7 +25,6 @@ import hashlib
 import math
 import os
 import sqlite3
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 
 from appliance.audit.keys import Keyring
 from appliance.audit.model import AuditError, AuditRecord
+from appliance.utctime import utc_second
 
 #: Stored columns in hashing order; ``row_hash`` (last) covers all the others.
 COLUMNS = ("seq", "time", "action", "model", "version", "status", "latency_ms", "cache_hit", "device",
@@ -66,17 +66,10 @@ class Prepared:
     plaintext: bytes
 
 
-_second: list[Any] = [None, ""]  # (epoch second, its formatted prefix): one strftime per second
-
-
 def format_time(ns: int) -> str:
     """UTC ISO 8601 with microseconds and ``Z``: sorts as text, so range queries use the index."""
     secs, rem = divmod(ns, 1_000_000_000)
-    cached = _second
-    if cached[0] != secs:
-        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-        cached[0] = secs
-    return f"{cached[1]}.{rem // 1000:06d}Z"
+    return f"{utc_second(secs)}.{rem // 1000:06d}Z"
 
 
 def _clean(text: str) -> str:
