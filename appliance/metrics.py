@@ -5,9 +5,11 @@ method call per observation, not a label lookup. The request-path families are p
 *collectors* over plain counters (``LoopCounter``, ``LoopHistogram``) rather than its ``Counter``
 and ``Histogram``: those take a lock per increment and walk the buckets in Python, ~2.5 µs per
 histogram observation, five of them per request. Every update here happens on the event loop
-thread, so no lock is needed; a scrape reads the numbers as they are. Figures that already live elsewhere (admission
-queues, cache size, audit writer, process, model states, prediction quality) are not mirrored on
-the hot path: collectors in ``appliance.observability`` read them at scrape time.
+thread, so no lock is needed; a scrape reads the numbers as they are.
+
+Figures that already live elsewhere (admission queues, cache size, audit writer, process, model
+states, prediction quality) are not mirrored on the hot path: collectors in
+``appliance.observability`` read them at scrape time.
 docs/metrics.md lists every series.
 """
 
