@@ -31,13 +31,9 @@ MODES = {"off": {"APPLIANCE_AUDIT_ENABLED": "false"}, "strict": {"APPLIANCE_AUDI
 
 
 def _audit_counters(port: int) -> dict[str, float]:
-    status, body = b.http_get(f"http://127.0.0.1:{port}/metrics")
-    values = {}
-    for line in body.decode().splitlines() if status == 200 else []:
-        for name in ("appliance_audit_records_written_total", "appliance_audit_commits_total"):
-            if line.startswith(name):
-                values[name] = float(line.split(" ")[-1])
-    return values
+    samples = b.scrape(port)
+    return {name: b.metric_total(samples, name)
+            for name in ("appliance_audit_records_written_total", "appliance_audit_commits_total")}
 
 
 def one(pa: str, models: Path, work: Path, mode: str, index: int, data: Path, concurrency: int,

@@ -22,6 +22,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -105,6 +106,22 @@ def http_get(url: str, timeout: float = 2.0, headers: dict[str, str] | None = No
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+
+
+def scrape(port: int, headers: dict[str, str] | None = None) -> list[Any]:
+    """The samples of the server's ``/metrics`` (prometheus-client's own text parser); [] if refused."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    status, body = http_get(f"http://127.0.0.1:{port}/metrics", headers=headers)
+    if status != 200:
+        return []
+    return [s for family in text_string_to_metric_families(body.decode()) for s in family.samples]
+
+
+def metric_total(samples: list[Any], name: str, **labels: str) -> float:
+    """Sum of the samples called ``name`` whose labels include ``labels``."""
+    return sum(s.value for s in samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
 
 
 def wait_ready(port: int, process: subprocess.Popen[bytes], timeout: float = 120.0) -> None:

@@ -131,23 +131,13 @@ def _bare(pa: str, models: Path, work: Path, data: Path, interval_ms: int) -> Ro
 
 
 def _cache_note(port: int, headers: dict[str, str] | None) -> str:
-    status, body = b.http_get(f"http://127.0.0.1:{port}/metrics", headers=headers)
-    if status != 200:
+    samples = b.scrape(port, headers)
+    if not samples:
         return ""
-    wanted = ("appliance_cache_lookups_total", "appliance_batch_size_sum", "appliance_batch_size_count")
-    found = {}
-    for line in body.decode().splitlines():
-        for name in wanted:
-            if line.startswith(name):
-                found[line.split(" ")[0].replace("appliance_", "")] = float(line.split(" ")[-1])
-    batches, rows = found.get("batch_size_count{model=\"digits\",version=\"1\"}"), found.get(
-        "batch_size_sum{model=\"digits\",version=\"1\"}")
-    hits = sum(v for k, v in found.items() if "hit" in k)
-    misses = sum(v for k, v in found.items() if "miss" in k)
+    hits = b.metric_total(samples, "appliance_cache_lookups_total", result="hit")
+    misses = b.metric_total(samples, "appliance_cache_lookups_total", result="miss")
     note = f"hits {hits:.0f} / misses {misses:.0f}"
-    if batches:
-        note += f"; mean batch {rows / batches:.2f}"
-    return note
+    return note + _mean_batch(samples, "digits", "; ")
 
 
 def _format(row: Row) -> str:
@@ -193,13 +183,13 @@ def part_a(pa: str, work: Path, interval_ms: int, concurrency: int = 8, rounds: 
 
 
 def _batch_note(port: int, model: str) -> str:
-    _status, body = b.http_get(f"http://127.0.0.1:{port}/metrics")
-    values = {}
-    for line in body.decode().splitlines():
-        if line.startswith(("appliance_batch_size_sum", "appliance_batch_size_count")) and f'"{model}"' in line:
-            values[line.split("{")[0]] = float(line.split(" ")[-1])
-    count = values.get("appliance_batch_size_count", 0)
-    return f"mean batch {values.get('appliance_batch_size_sum', 0) / count:.2f}" if count else ""
+    return _mean_batch(b.scrape(port), model)
+
+
+def _mean_batch(samples: list[Any], model: str, prefix: str = "") -> str:
+    count = b.metric_total(samples, "appliance_batch_size_count", model=model)
+    rows = b.metric_total(samples, "appliance_batch_size_sum", model=model)
+    return f"{prefix}mean batch {rows / count:.2f}" if count else ""
 
 
 def _publish_resnet_int8(work: Path) -> tuple[Path, Path, Path]:
@@ -256,23 +246,23 @@ import os; os._exit(0)  # skip interpreter teardown racing OpenVINO's callback t
 
 
 # --- (c) overload ------------------------------------------------------------------------------
-def part_c(models: Path, work: Path, seconds: float, capacity: int = 16) -> dict[str, Any]:
+def part_c(models: Path, work: Path, seconds: float, in_flight: int = 8, queue: int = 8) -> dict[str, Any]:
     import asyncio
 
     from loadgen import json_bodies, run_load
 
-    print(f"(c) capacity {capacity}", flush=True)
+    capacity = in_flight + queue
+    print(f"(c) admission {in_flight}+{queue}", flush=True)
     repo = b.copy_repository(models, work / "overload" / "models")
     state = repo.parent / "state"
     state.mkdir()
     b.init_audit_keys(state)
     toml = repo / "digits" / "model.toml"
-    queue = capacity // 2 if capacity > 2 else 0  # capacity 2: two in flight, nothing queued
-    b.set_toml_section(toml, "limits", f"max_concurrency = {capacity - queue}\nmax_queue = {queue}")
+    b.set_toml_section(toml, "limits", f"max_concurrency = {in_flight}\nmax_queue = {queue}")
     b.set_toml_section(toml, "cache", "enabled = false")  # every admitted request reaches the runtime
     bodies = json_bodies(b.digits_rows(models, 256))
     url_of = "http://127.0.0.1:{}/v2/models/digits/infer".format
-    out: dict[str, Any] = {"admission": f"max_concurrency {capacity - queue} + max_queue {queue}"}
+    out: dict[str, Any] = {"admission": f"max_concurrency {in_flight} + max_queue {queue}"}
     with b.serve(repo, state, cpus=SERVER_CPU, log_file=state / "server.log") as server:
         process = psutil.Process(server.pid)
         for label, concurrency in (("unloaded c=1", 1), (f"at capacity c={capacity}", capacity),
@@ -282,7 +272,7 @@ def part_c(models: Path, work: Path, seconds: float, capacity: int = 16) -> dict
                 result = _client(asyncio, run_load, url_of(server.port), bodies, concurrency, seconds)
             out[label] = {**result.summary(), "peak_rss_mib": round(peak.peak / 2**20, 1)}
             print(f"{label:24} {json.dumps(out[label])}", flush=True)
-        paced = _metric(server.port, "appliance_refusals_paced_total")
+        paced = b.metric_total(b.scrape(server.port), "appliance_refusals_paced_total")
     flood = out[f"overload c={capacity * 10} (10x)"]["ok_p99_ms"]
     out["admitted p99 / unloaded p99"] = {"vs c=1": round(flood / out["unloaded c=1"]["ok_p99_ms"], 2),
                                           f"vs c={capacity} (at capacity, no flood)":
@@ -291,14 +281,6 @@ def part_c(models: Path, work: Path, seconds: float, capacity: int = 16) -> dict
     print(f"admitted p99 under the flood / unloaded p99: {json.dumps(out['admitted p99 / unloaded p99'])}; "
           f"{paced:.0f} refusals paced", flush=True)
     return out
-
-
-def _metric(port: int, name: str) -> float:
-    _status, body = b.http_get(f"http://127.0.0.1:{port}/metrics")
-    for line in body.decode().splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            return float(line.split(" ")[-1])
-    return 0.0
 
 
 def _client(asyncio: Any, run_load: Any, url: str, bodies: list[bytes], concurrency: int, seconds: float) -> Any:
@@ -337,8 +319,8 @@ def main() -> int:
     parser.add_argument("--parts", default="b,a,c", help="comma-separated: a, b, c")
     parser.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer measurement window")
     parser.add_argument("--overload-seconds", type=float, default=8.0)
-    parser.add_argument("--capacities", default="16,2",
-                        help="admission capacities for (c): 16 = 8 in flight + 8 queued; 2 = 2 in flight, no queue")
+    parser.add_argument("--admission", default="8+8,2+0",
+                        help="admission settings for (c), IN_FLIGHT+QUEUE each (2+0: what one core runs at once)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     pa = b.perf_analyzer()
@@ -357,8 +339,11 @@ def main() -> int:
             report["a"] = part_a(pa, work, args.interval_ms)
         if "c" in parts:
             print("(c) overload (loadgen.py, closed loop), server on core 0", flush=True)
-            report["c"] = {f"capacity {c}": part_c(models, work / f"capacity-{c}", args.overload_seconds, int(c))
-                           for c in args.capacities.split(",")}
+            report["c"] = {}
+            for spec in args.admission.split(","):
+                in_flight, queue = (int(n) for n in spec.split("+"))
+                report["c"][spec] = part_c(models, work / f"admission-{in_flight}-{queue}", args.overload_seconds,
+                                           in_flight, queue)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
