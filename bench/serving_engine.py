@@ -89,14 +89,18 @@ def _stage_server(work: Path, models: Path, name: str, spec: dict[str, Any]) -> 
     return repo, state, env
 
 
-def part_b(pa: str, models: Path, work: Path, interval_ms: int) -> list[Row]:
+def part_b(pa: str, models: Path, work: Path, interval_ms: int, stages: list[str] | None = None,
+           concurrency: int = 16) -> list[Row]:
+    """Every configuration of STAGES (or only ``stages``, then without the bare floor)."""
     rows_data = b.digits_rows(models, 256)
     many = b.write_input_data(work / "many.json", "input", rows_data, streams=256)
     one = b.write_input_data(work / "one.json", "input", rows_data[:1], streams=1)
     key_file = work / "api-keys.json"
     token = b.create_api_key(key_file)
-    results = [_bare(pa, models, work, many, interval_ms)]
+    results = [] if stages else [_bare(pa, models, work, many, interval_ms)]
     for name, spec in STAGES.items():
+        if stages and name not in stages:
+            continue
         repo, state, env = _stage_server(work, models, name, spec)
         headers = None
         if token and spec.get("auth", True):
@@ -105,7 +109,7 @@ def part_b(pa: str, models: Path, work: Path, interval_ms: int) -> list[Row]:
         with b.serve(repo, state, env=env, cpus=SERVER_CPU, log_file=state / "server.log") as server:
             data = one if spec.get("hit") else many
             result, cpu_us, busy = _measure(pa, server.pid, server.port, data, interval_ms=interval_ms,
-                                            headers=headers)
+                                            headers=headers, concurrency=concurrency)
             note = _cache_note(server.port, headers)
         results.append(Row(name, result.throughput, result.p50_ms, result.p99_ms, cpu_us, busy, note))
         print(_format(results[-1]), flush=True)
@@ -319,6 +323,8 @@ def main() -> int:
     parser.add_argument("--parts", default="b,a,c", help="comma-separated: a, b, c")
     parser.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer measurement window")
     parser.add_argument("--overload-seconds", type=float, default=8.0)
+    parser.add_argument("--stages", help="(b): only these configurations of STAGES, names separated by ';'")
+    parser.add_argument("--concurrency", type=int, default=16, help="(b): closed-loop concurrency")
     parser.add_argument("--admission", default="8+8,2+0",
                         help="admission settings for (c), IN_FLIGHT+QUEUE each (2+0: what one core runs at once)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -332,8 +338,11 @@ def main() -> int:
         work = Path(tmp)
         models = b.bundled_models()
         if "b" in parts:
-            print("(b) bundled digits model, JSON, c=16, server on core 0, perf_analyzer on core 1", flush=True)
-            report["b"] = [asdict(r) for r in part_b(pa, models, work, args.interval_ms)]
+            print(f"(b) bundled digits model, JSON, c={args.concurrency}, server on core 0, perf_analyzer on core 1",
+                  flush=True)
+            report["b"] = [asdict(r) for r in part_b(pa, models, work, args.interval_ms,
+                                                        args.stages.split(";") if args.stages else None,
+                                                        args.concurrency)]
         if "a" in parts:
             print("(a) ResNet-50-sized INT8 CNN, binary tensors: served vs raw in-process", flush=True)
             report["a"] = part_a(pa, work, args.interval_ms)
