@@ -9,7 +9,7 @@ import numpy as np
 from obs_testlib import build_repository, eval_data, infer_body, settings_for, start_client
 from prometheus_client.parser import text_string_to_metric_families
 
-from appliance.observability.quality import Baseline, psi
+from appliance.observability.quality import INPUT_SAMPLE, Baseline, VersionQuality, input_sample, psi
 
 
 async def _gauge(client, name: str, version: str) -> float:  # type: ignore[no-untyped-def]
@@ -53,3 +53,21 @@ def test_psi_and_baseline_parsing() -> None:
     parsed = Baseline.from_metrics({"baseline": {"class_distribution": [2, 2], "input_mean": 1, "input_std": 0.5}})
     assert parsed is not None and parsed.classes is not None
     assert parsed.classes.tolist() == [0.5, 0.5] and parsed.input_mean == 1.0
+
+
+def test_large_inputs_are_sampled_and_still_measure_the_shift() -> None:
+    """An image-sized input keeps only INPUT_SAMPLE strided values, and their moments still
+    estimate the input's mean and spread (what the drift gauge compares with the baseline)."""
+    rng = np.random.default_rng(3)
+    state = VersionQuality("cnn", "1", "scores", Baseline(None, 0.0, 1.0), (), window_rows=64, fold_rows=1024)
+    for _ in range(8):
+        image = rng.normal(0.5, 2.0, (1, 3, 224, 224)).astype(np.float32)
+        state.add(np.full((1, 10), 0.1, np.float32), image)
+        assert state._pending_in[-1].size <= INPUT_SAMPLE and state._pending_in[-1].base is None
+    state.fold()
+    stats = state.input_stats()
+    assert stats is not None
+    mean, std = stats
+    assert abs(mean - 0.5) < 0.05 and abs(std - 2.0) < 0.05
+    assert abs((state.input_shift() or 0.0) - 0.5) < 0.05  # |mean − 0| in baseline std (1.0)
+    assert input_sample(np.arange(10.0)).size == 10
