@@ -144,6 +144,31 @@ def insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> No
         conn.execute(_insert_sql(len(chunk)), list(itertools.chain.from_iterable(chunk)))
 
 
+@functools.lru_cache(maxsize=64)
+def _append_sql(count: int) -> str:
+    head = ("COALESCE((SELECT row_hash FROM records ORDER BY seq DESC LIMIT 1), "
+            "(SELECT row_hash FROM anchor WHERE id = 1))")
+    return (f"INSERT INTO records ({', '.join(COLUMNS)}) SELECT * FROM "
+            f"(VALUES {', '.join([_ROW_PLACEHOLDERS] * count)}) WHERE {head} = ?")
+
+
+def append_after(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]], head_hash: bytes) -> bool:
+    """Insert ``rows`` in one statement, and so one implicit transaction, if and only if the log's
+    head is still ``head_hash``; False (nothing written) when another process appended or the rows
+    are too many for one statement. The caller then takes the slow path (:func:`immediate`, re-read
+    the head, re-seal).
+
+    One statement is one release of the GIL where BEGIN, SELECT, INSERT and COMMIT are four, and
+    on a busy server each release costs the writer a context switch to win the GIL back.
+    Must run outside any transaction (autocommit), so that the statement commits itself.
+    """
+    if not rows or len(rows) > _ROWS_PER_STATEMENT:
+        return False
+    params = list(itertools.chain.from_iterable(rows))
+    params.append(head_hash)
+    return conn.execute(_append_sql(len(rows)), params).rowcount == len(rows)
+
+
 def note_key(conn: sqlite3.Connection, kid: str, first_seq: int, first_time: str) -> None:
     conn.execute("INSERT OR IGNORE INTO keys VALUES (?, ?, ?)", (kid, first_seq, first_time))
 

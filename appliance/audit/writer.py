@@ -15,11 +15,13 @@ import asyncio
 import contextlib
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -27,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance.audit import checkpoints, store
 from appliance.audit.keys import Keyring
 from appliance.audit.model import AuditError, AuditRecord, AuditStats
-from appliance.audit.sealing import Prepared, nonces, prepare, seal
+from appliance.audit.sealing import NoncePool, Prepared, prepare, seal_chain
 
 _log = logging.getLogger(__name__)
 _MAX_BATCH = 4096
@@ -97,6 +99,7 @@ class Writer(threading.Thread):
         self._backlog = False  # records were queued when the last commit ended: the log is under load
         self._last_batch = 1
         self._hurry = threading.Event()
+        self._nonces = NoncePool()
 
     # -- called from any thread -------------------------------------------------------------
     def submit(self, item: Item | Stop) -> None:
@@ -198,17 +201,11 @@ class Writer(threading.Thread):
             self._busy_since = None
             return
         conn = self._db.conn
+        seq, prev = self._head
         try:
-            with store.immediate(conn):
-                seq, prev = store.head(conn, self._log_id)
-                rows = []
-                for p, nonce in zip(prepared, nonces(len(prepared)), strict=True):
-                    seq += 1
-                    rows.append(seal(p, seq, prev, self._keyring, nonce))
-                    prev = rows[-1][-1]
-                if not self._key_noted:
-                    store.note_key(conn, self._keyring.active_id, rows[0][0], rows[0][1])
-                store.insert_rows(conn, rows)
+            rows = seal_chain(prepared, seq, prev, self._keyring, self._nonces.take(len(prepared)))
+            if not (self._key_noted and store.append_after(conn, rows, prev)):
+                rows = self._write_locked(conn, prepared)
         except Exception as exc:
             self._last_error = f"audit commit failed: {exc}"
             _log.error("%s (%d records lost)", self._last_error, len(ready))
@@ -218,13 +215,25 @@ class Writer(threading.Thread):
         finally:
             self._busy_since = None
         self._key_noted = True
-        self._head = (seq, prev)
+        self._head = (rows[-1][0], rows[-1][-1])
         self._written += len(ready)
         self._settled += len(ready)
         self._commits += 1
         self._last_commit = time.monotonic()
         self._last_error = None
         wake(ready)
+
+    def _write_locked(self, conn: sqlite3.Connection, prepared: list[Prepared]) -> list[tuple[Any, ...]]:
+        """The slow path: chain onto the head read inside a write transaction (the first commit,
+        a batch too big for one statement, or a head another process moved). Fresh nonces: one
+        already used with other associated data must never be used again."""
+        with store.immediate(conn):
+            seq, prev = store.head(conn, self._log_id)
+            rows = seal_chain(prepared, seq, prev, self._keyring, self._nonces.take(len(prepared)))
+            if not self._key_noted:
+                store.note_key(conn, self._keyring.active_id, rows[0][0], rows[0][1])
+            store.insert_rows(conn, rows)
+        return rows
 
     def _maybe_checkpoint(self, *, force: bool) -> None:
         seq = self._head[0]
