@@ -4,9 +4,10 @@ All disk and crypto work of the log happens here, never on the event loop. Recor
 while one transaction commits share the next transaction and its single fsync (natural group
 commit); ``group_commit_ms`` > 0 also holds a batch open that long after its first record, which
 saves fsyncs but costs every record that wait. Awaiting appenders are woken with one
-``call_soon_threadsafe`` per event loop per batch. The chain head is read inside each
-``BEGIN IMMEDIATE`` transaction, so another process (the CLI rotating a key, a purge) may append
-to the same log without forking the chain.
+``call_soon_threadsafe`` per event loop per batch. A batch is chained onto the head this writer
+last wrote and stored by one self-committing statement that inserts only if that is still the
+log's head; when another process (the CLI rotating a key, a purge) moved it, the batch is re-sealed
+onto the head read inside a ``BEGIN IMMEDIATE`` transaction, so the chain never forks.
 """
 
 from __future__ import annotations
