@@ -1,6 +1,7 @@
 """What strict audit costs under a saturated load (issue 5), in one run on 127.0.0.1.
 
     python bench/audit_overhead.py [--rounds 2] [--concurrency 64] [--interval-ms 3000] [--json FILE]
+                                   [--writer-cpu N]
 
 The bundled ``digits`` model, server pinned to core 0, perf_analyzer on core 1, JSON, every
 request bypassing the cache (``Cache-Control: no-cache``) so each one runs the model and leaves
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -36,13 +38,27 @@ def _audit_counters(port: int) -> dict[str, float]:
             for name in ("appliance_audit_records_written_total", "appliance_audit_commits_total")}
 
 
+def _move_writer(pid: int, cpu: int) -> bool:
+    """Pin the server's ``audit-writer`` thread (named for the OS by the server) to ``cpu``."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            if (task / "comm").read_text().strip() == "audit-writer":
+                os.sched_setaffinity(int(task.name), {cpu})
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def one(pa: str, models: Path, work: Path, mode: str, index: int, data: Path, concurrency: int,
-        interval_ms: int) -> dict[str, Any]:
+        interval_ms: int, writer_cpu: int | None = None) -> dict[str, Any]:
     repo = b.copy_repository(models, work / f"{mode}{index}" / "models")
     state = repo.parent / "state"
     state.mkdir()
     b.init_audit_keys(state)
     with b.serve(repo, state, env=MODES[mode], cpus=SERVER_CPU, log_file=state / "server.log") as server:
+        if writer_cpu is not None and mode != "off" and not _move_writer(server.pid, writer_cpu):
+            raise RuntimeError("no audit-writer thread found in the server")
         before, started = _audit_counters(server.port), time.monotonic()
         result, cpu_us, busy = _measure(pa, server.pid, server.port, data, concurrency=concurrency,
                                         interval_ms=interval_ms, headers={"Cache-Control": "no-cache"},
@@ -68,6 +84,8 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--interval-ms", type=int, default=3000)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--writer-cpu", type=int, help="move the audit writer thread to this CPU (a host "
+                        "with a core to spare; on a 2-core host it shares the load generator's core)")
     args = parser.parse_args()
     pa = b.perf_analyzer()
     if pa is None:
@@ -79,7 +97,8 @@ def main() -> int:
         data = b.write_input_data(work / "rows.json", "input", b.digits_rows(models), streams=256)
         for index in range(args.rounds):
             for mode in ("off", "strict"):
-                rows.append(one(pa, models, work, mode, index, data, args.concurrency, args.interval_ms))
+                rows.append(one(pa, models, work, mode, index, data, args.concurrency, args.interval_ms,
+                                args.writer_cpu))
     median = {m: statistics.median(r["req_s"] for r in rows if r["mode"] == m) for m in MODES}
     strict = [r for r in rows if r["mode"] == "strict"]
     summary = {"ratio_strict_over_off": round(median["strict"] / median["off"], 3), "median_req_s": median,

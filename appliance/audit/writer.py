@@ -31,6 +31,7 @@ from appliance.audit import checkpoints, store
 from appliance.audit.keys import Keyring
 from appliance.audit.model import AuditError, AuditRecord, AuditStats
 from appliance.audit.sealing import NoncePool, Prepared, prepare, seal_chain
+from appliance.threadname import name_os_thread
 
 _log = logging.getLogger(__name__)
 _MAX_BATCH = 4096
@@ -133,6 +134,7 @@ class Writer(threading.Thread):
         self._cp_seq, self._cp_time = seq, time.monotonic()
 
     def run(self) -> None:
+        name_os_thread(self.name)
         stop: Stop | None = None
         while stop is None:
             batch, stop = self._collect()

@@ -15,6 +15,7 @@ import numpy as np
 
 from appliance.runtimes.base import Completion, PortInfo, RuntimeLoadError, Tensors
 from appliance.runtimes.device import onnxruntime_providers
+from appliance.threadname import name_os_thread
 
 _ORT_TO_PROTOCOL = {
     "tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
@@ -55,7 +56,8 @@ class OnnxRuntimeModel:
         self.inputs = _ports(session.get_inputs())
         self.outputs = _ports(session.get_outputs())
         self._output_names = [p.name for p in self.outputs]
-        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="ort")
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="ort",
+                                        initializer=name_os_thread, initargs=("ort-run",))
 
     def _run(self, inputs: Tensors, done: Completion) -> None:
         try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -197,3 +199,21 @@ async def test_flush_hint_ends_the_group_commit_window(tmp_path: Path) -> None:
     assert held >= 0.5, held  # the window was held open for a lone record after a group
     assert hurried < 0.4, hurried
     assert check(settings).ok
+
+
+async def test_the_writer_thread_is_named_for_the_operating_system(tmp_path: Path) -> None:
+    """`top -H` and `taskset -p` find the writer by name (Python alone names it only internally)."""
+    log = AuditLog.open(make_settings(tmp_path))
+    try:
+        await log.append(record(0))
+        assert "audit-writer" in _os_thread_names()
+    finally:
+        await log.aclose()
+
+
+def _os_thread_names() -> set[str]:
+    names = set()
+    for tid in os.listdir("/proc/self/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            names.add(Path(f"/proc/self/task/{tid}/comm").read_text().strip())
+    return names
