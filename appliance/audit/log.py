@@ -22,7 +22,7 @@ from appliance.audit.keys import (
     resolve_read_path,
 )
 from appliance.audit.model import AuditError, AuditKeyError, AuditRecord, AuditStats
-from appliance.audit.writer import Item, Stop, Writer, WriterConfig
+from appliance.audit.writer import Item, Stop, Writer, WriterConfig, wake
 from appliance.config import Settings
 
 
@@ -74,6 +74,9 @@ class AuditLog:
         self._writer, self.paths, self.strict = writer, paths, strict
         self._closed = False
         self.waiting = 0  # strict appends awaiting their commit
+        # Strict appends of one event-loop iteration, handed to the writer together at its end.
+        self._pending: list[Item] = []
+        self._pending_flush = False
 
     @classmethod
     def open(cls, settings: Settings, env: Mapping[str, str] | None = None) -> AuditLog:
@@ -116,20 +119,38 @@ class AuditLog:
         ``flush``: the caller knows no other record is coming soon (every request in flight is
         waiting on this log), so the writer commits now instead of holding the group open.
         """
-        item = self._item(record)
-        if self.strict:
-            item.loop = asyncio.get_running_loop()
-            item.future = item.loop.create_future()
-            self._writer.submit(item)
-            if flush:
-                self._writer.hurry()
-            self.waiting += 1
-            try:
-                await item.future
-            finally:
-                self.waiting -= 1
-        else:
-            self._writer.submit(item)
+        if not self.strict:
+            self._writer.submit(self._item(record))
+            return
+        if self._closed:
+            raise AuditError("audit log is closed")
+        loop = asyncio.get_running_loop()
+        committed: asyncio.Future[None] = loop.create_future()
+        item = Item(record, time.time_ns(), 0.0, committed, loop)
+        if not self._pending:
+            loop.call_soon(self._hand_over)
+        self._pending.append(item)
+        self._pending_flush = self._pending_flush or flush
+        self.waiting += 1
+        try:
+            await committed
+        finally:
+            self.waiting -= 1
+
+    def _hand_over(self) -> None:
+        """End of a loop iteration: one queue put (and at most one wake-up of the writer thread) for
+        every strict record appended during it, instead of a lock, a put and a wake-up per record."""
+        batch, self._pending = self._pending, []
+        flush, self._pending_flush = self._pending_flush, False
+        if not self._writer.is_alive():
+            wake(batch, "audit writer has stopped")
+            return
+        enqueued = time.monotonic()
+        for item in batch:
+            item.enqueued = enqueued
+        self._writer.submit_batch(batch)
+        if flush:
+            self._writer.hurry()
 
     def append_nowait(self, record: AuditRecord) -> None:
         """Fire and forget (lifecycle events): never blocks, whatever the mode."""
@@ -140,6 +161,8 @@ class AuditLog:
         if self._closed:
             return
         self._closed = True
+        if self._pending:
+            self._hand_over()
         if self._writer.is_alive():
             loop = asyncio.get_running_loop()
             done: asyncio.Future[None] = loop.create_future()

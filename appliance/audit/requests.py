@@ -114,7 +114,12 @@ def summarize(outputs: dict[str, np.ndarray] | None) -> dict[str, Any] | None:
     for name, array in outputs.items():
         if array.ndim == 2 and array.dtype.kind == "f" and array.shape[1] > 1:
             # At most 16 short rows: one tolist() and plain Python beat four numpy calls here
-            # (this runs on the event loop for every answered request).
+            # (this runs on the event loop for every answered request), and one row, the usual
+            # case, needs no list comprehensions (each is a function call in Python 3.11).
+            if array.shape[0] == 1:
+                row = array[0].tolist()
+                best = row.index(max(row))
+                return {"output": name, "rows": 1, "top_class": [best], "confidence": [round(row[best], 4)]}
             rows = array[:_SUMMARY_ROWS].tolist()
             top = [row.index(max(row)) for row in rows]
             return {"output": name, "rows": int(array.shape[0]), "top_class": top,

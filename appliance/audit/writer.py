@@ -89,7 +89,7 @@ class Writer(threading.Thread):
         super().__init__(name="audit-writer", daemon=True)
         self._db, self._log_id, self._keyring, self._signing_key = db, log_id, keyring, signing_key
         self._config = config
-        self._queue: queue.SimpleQueue[Item | Stop] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Item | list[Item] | Stop] = queue.SimpleQueue()
         self._count_lock = threading.Lock()
         self._submitted = self._settled = self._written = self._commits = 0
         self._last_commit: float | None = None
@@ -109,6 +109,12 @@ class Writer(threading.Thread):
             with self._count_lock:
                 self._submitted += 1
         self._queue.put(item)
+
+    def submit_batch(self, items: list[Item]) -> None:
+        """Queue several records as one entry: one put, at most one wake-up of this thread."""
+        with self._count_lock:
+            self._submitted += len(items)
+        self._queue.put(items)
 
     def hurry(self) -> None:
         """End the current group-commit window now (no further record is expected soon)."""
@@ -156,27 +162,32 @@ class Writer(threading.Thread):
             return [], None
         if isinstance(first, Stop):
             return [], first
-        self._busy_since = first.enqueued
-        batch = [first]
+        batch = first if isinstance(first, list) else [first]
+        if not batch:
+            return [], None
+        self._busy_since = batch[0].enqueued
         # Under load (records were already waiting when the last commit ended), sleep out the
         # group-commit window, then take what arrived: one fsync for all of them. Waiting on the
         # queue instead would wake this thread (and take the GIL from the event loop) once per
-        # record. At light load a record is committed at once, without the window's latency.
+        # hand-over. At light load a record is committed at once, without the window's latency.
         # The window ends early when an appender says nobody else is coming (``hurry``).
-        remaining = first.enqueued + self._config.group_commit_s - time.monotonic()
+        remaining = batch[0].enqueued + self._config.group_commit_s - time.monotonic()
         if remaining > 0 and (self._backlog or self._last_batch > 1):
             self._hurry.wait(remaining)
         self._hurry.clear()
         stop: Stop | None = None
         while len(batch) < _MAX_BATCH:
             try:
-                item = self._queue.get_nowait()
+                entry = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if isinstance(item, Stop):
-                stop = item
+            if isinstance(entry, Stop):
+                stop = entry
                 break
-            batch.append(item)
+            if isinstance(entry, list):
+                batch.extend(entry)
+            else:
+                batch.append(entry)
         self._last_batch = len(batch)
         return batch, stop
 

@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from appliance.app import create_app
 from appliance.audit.keys import init_keys
+from appliance.audit.requests import summarize
 from appliance.config import Settings
 
 
@@ -71,3 +72,17 @@ def test_api_key_creation_and_revocation_are_audited(tmp_path: Path) -> None:
     assert [r["action"] for r in rows] == ["key_create", "key_revoke"]
     assert "ops" in rows[0]["detail"] and rows[0]["principal"].startswith("cli:")
     assert key not in json.dumps(rows)  # the secret itself is never recorded
+
+
+def test_summary_is_the_top_class_and_confidence_of_each_row() -> None:
+    rng = np.random.default_rng(5)
+    for rows in (1, 3, 40):
+        scores = rng.random((rows, 10)).astype(np.float32)
+        summary = summarize({"probabilities": scores})
+        assert summary is not None
+        shown = scores[:16]
+        assert summary["rows"] == rows and summary["output"] == "probabilities"
+        assert summary["top_class"] == shown.argmax(axis=1).tolist()
+        assert summary["confidence"] == [round(float(v), 4) for v in shown.max(axis=1)]
+    assert summarize({"embedding": np.zeros((2, 1), np.float32)}) == {"output": "embedding", "shape": [2, 1]}
+    assert summarize(None) is None
