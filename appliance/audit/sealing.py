@@ -215,12 +215,6 @@ class NoncePool:
         return [pool[i:i + NONCE_BYTES] for i in range(start, start + need, NONCE_BYTES)]
 
 
-def nonces(count: int) -> list[bytes]:
-    """``count`` fresh random 96-bit nonces from one ``os.urandom`` call."""
-    pool = os.urandom(NONCE_BYTES * count)
-    return [pool[i:i + NONCE_BYTES] for i in range(0, len(pool), NONCE_BYTES)]
-
-
 def seal(p: Prepared, seq: int, prev_hash: bytes, keyring: Keyring, nonce: bytes | None = None) -> tuple[Any, ...]:
     """The stored row (in COLUMNS order) for ``p`` at position ``seq`` after ``prev_hash``.
 
