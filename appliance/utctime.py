@@ -7,15 +7,17 @@ request; the ``YYYY-MM-DDTHH:MM:SS`` part only changes once a second, so it is c
 from __future__ import annotations
 
 import time
-from typing import Any
 
-_second: list[Any] = [None, ""]  # (epoch second, its formatted text)
+# (epoch second, its text), replaced as one tuple: the event loop and the audit writer thread
+# both call utc_second(), and a pair updated slot by slot could be read half-written.
+_cached: tuple[int, str] = (-1, "")
 
 
 def utc_second(epoch_seconds: int) -> str:
     """``YYYY-MM-DDTHH:MM:SS`` (UTC) of ``epoch_seconds``."""
-    cached = _second
-    if cached[0] != epoch_seconds:
-        cached[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_seconds))
-        cached[0] = epoch_seconds
-    return str(cached[1])
+    global _cached
+    second, text = _cached
+    if second != epoch_seconds:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch_seconds))
+        _cached = (epoch_seconds, text)
+    return text
