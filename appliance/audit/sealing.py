@@ -68,7 +68,7 @@ class Prepared:
     cache_hit: int
     device: str
     plaintext: bytes
-    clear_encoded: bytes = b""
+    clear_encoded: bytes
 
 
 def format_time(ns: int) -> str:

@@ -7,13 +7,24 @@ import os
 import time
 from pathlib import Path
 
+import orjson
 from audit_testlib import check, make_settings, raw, record
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from appliance.audit import AuditLog, AuditRecord, store
 from appliance.audit.keys import Keyring
-from appliance.audit.sealing import COLUMNS, NONCE_BYTES, NoncePool, prepare, row_hash, seal, seal_chain, unseal
+from appliance.audit.sealing import (
+    COLUMNS,
+    NONCE_BYTES,
+    SEALED_FIELDS,
+    NoncePool,
+    prepare,
+    row_hash,
+    seal,
+    seal_chain,
+    unseal,
+)
 
 _KEYRING = Keyring([os.urandom(32)], Path("test.key"))
 _TEXT = st.text(max_size=12)  # includes non-ASCII and lone surrogates
@@ -39,12 +50,19 @@ def test_seal_chain_is_seal_in_a_loop(records: list[AuditRecord], start: int) ->
         assert row == seal(p, start + i + 1, prev, _KEYRING, nonce)
         assert row[-1] == row_hash(row[:-1])
         stored = dict(zip(COLUMNS, row, strict=True))
-        assert unseal(stored, _KEYRING)["request_id"] == p_clean(records[i].request_id)
+        assert unseal(stored, _KEYRING) == _sealed_fields(records[i])
         prev = row[-1]
 
 
-def p_clean(text: str) -> str:
-    return text.encode("utf-8", "replace").decode("utf-8")
+def _sealed_fields(record: AuditRecord) -> dict[str, object]:
+    """What unseal() must give back for ``record``: every sealed field (strings as stored)."""
+    def clean(text: str) -> str:
+        return text.encode("utf-8", "replace").decode("utf-8")
+
+    fields: dict[str, object] = {name: clean(getattr(record, name)) for name in SEALED_FIELDS if name != "summary"}
+    fields["summary"] = orjson.loads(orjson.dumps(record.summary)) if record.summary else None  # inf → null
+    fields["payload"] = record.payload or None
+    return fields
 
 
 def test_nonce_pool_never_repeats_across_refills() -> None:
