@@ -61,7 +61,6 @@ class Batcher:
     def queued(self) -> int:
         return len(self._pending)
 
-
     async def run(self, inputs: Tensors, deadline: float | None = None) -> tuple[Tensors, int]:
         """Infer ``inputs`` (batch dimension first when the model is batched).
 

@@ -22,7 +22,6 @@ FLUSH_INTERVAL_S = 0.05
 _FLUSH_BYTES = 64 * 1024
 
 
-
 def _timestamp(created: float) -> str:
     return f"{utc_second(int(created))}.{int(created * 1000) % 1000:03d}Z"
 

@@ -113,8 +113,7 @@ class InferenceService:
     # --- the request path --------------------------------------------------------------
     async def infer(self, model: str, version: str | None, request: InferRequest,
                     ctx: RequestContext) -> InferResponse:
-        if self.draining:
-            raise ServiceUnavailable("server is shutting down", retry_after=5.0)
+        self._refuse_if_draining()
         self.active += 1
         try:
             return await self._infer(model, version, request, ctx)
@@ -244,10 +243,13 @@ class InferenceService:
             )
         return admission
 
-    def check_capacity(self, model: str, nbytes: int) -> None:
-        """Overloaded (429) before the body is read when the model's queue is already full."""
+    def _refuse_if_draining(self) -> None:
         if self.draining:
             raise ServiceUnavailable("server is shutting down", retry_after=5.0)
+
+    def check_capacity(self, model: str, nbytes: int) -> None:
+        """Overloaded (429) before the body is read when the model's queue is already full."""
+        self._refuse_if_draining()
         admission = self._admission.get(model)
         if admission is not None:
             admission.check_room(nbytes)

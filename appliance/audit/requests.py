@@ -70,7 +70,6 @@ class InferenceAuditor:
         except AuditError as exc:
             raise ServiceUnavailable(f"audit log unavailable: {exc}") from None
 
-
     def _count_overload(self, outcome: InferOutcome) -> None:
         """Load shedding is tallied into one record per model and second: under a flood, one
         sealed record per refusal would make the audit log the amplifier of the overload."""
