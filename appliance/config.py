@@ -124,8 +124,10 @@ class AuditSettings:
                                          "`audit-signing.key` or `<state_dir>/keys/`).", None)
     group_commit_ms: float = _doc("Under load (the previous commit carried several records), how "
                                   "long the audit writer gathers records into one transaction and "
-                                  "fsync. A lone record at light load is committed at once. 0: never "
-                                  "wait (records arriving during a commit still share the next one).",
+                                  "fsync. A lone record at light load is committed at once, and the "
+                                  "window ends early once every request in flight is waiting on the "
+                                  "log. 0: never wait (records arriving during a commit still share "
+                                  "the next one).",
                                   2.0)
     checkpoint_every: int = _doc("Write a signed checkpoint after this many records.", 1000)
     checkpoint_interval_s: float = _doc("Also write a signed checkpoint when records are this old and "
