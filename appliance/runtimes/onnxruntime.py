@@ -1,13 +1,12 @@
 """ONNX Runtime backend: one session, run by a bounded pool of threads.
 
-``InferenceSession.run`` releases the GIL and is thread-safe, so ``slots`` threads give that
-many batches in flight; the CPU execution provider is named explicitly.
+``InferenceSession.run`` releases the GIL and is thread-safe, so ``slots`` worker threads give
+that many batches in flight; the CPU execution provider is named explicitly.
 """
 
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import numpy as np
 
 from appliance.runtimes.base import Completion, PortInfo, RuntimeLoadError, Tensors
 from appliance.runtimes.device import onnxruntime_providers
-from appliance.threadname import name_os_thread
+from appliance.runtimes.workers import WorkerThreads
 
 _ORT_TO_PROTOCOL = {
     "tensor(bool)": "BOOL", "tensor(uint8)": "UINT8", "tensor(uint16)": "UINT16",
@@ -56,8 +55,7 @@ class OnnxRuntimeModel:
         self.inputs = _ports(session.get_inputs())
         self.outputs = _ports(session.get_outputs())
         self._output_names = [p.name for p in self.outputs]
-        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="ort",
-                                        initializer=name_os_thread, initargs=("ort-run",))
+        self._workers = WorkerThreads(slots, "ort-run")
 
     def _run(self, inputs: Tensors, done: Completion) -> None:
         try:
@@ -68,14 +66,14 @@ class OnnxRuntimeModel:
         done(dict(zip(self._output_names, results, strict=True)))
 
     def start(self, inputs: Tensors, done: Completion) -> None:
-        self._pool.submit(self._run, inputs, done)
+        self._workers.submit(self._run, inputs, done)
 
     def infer(self, inputs: Tensors) -> Tensors:
         results = self._session.run(self._output_names, _strings_as_str(inputs))
         return dict(zip(self._output_names, results, strict=True))
 
     def close(self) -> None:
-        self._pool.shutdown(wait=True)
+        self._workers.shutdown()
 
 
 def _usable_cpus() -> int:

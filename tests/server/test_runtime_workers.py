@@ -1,0 +1,66 @@
+"""The runtime's worker threads: every submitted call runs, errors do not kill a worker, shutdown
+finishes what was queued, and ONNX Runtime batches run on named workers."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from appliance.runtimes import load_model
+from appliance.runtimes.workers import WorkerThreads
+
+
+def test_every_call_runs_and_a_failing_call_leaves_the_worker_alive(caplog: pytest.LogCaptureFixture) -> None:
+    workers = WorkerThreads(2, "test-run")
+    seen: list[int] = []
+    lock = threading.Lock()
+
+    def call(i: int) -> None:
+        if i == 3:
+            raise ValueError("boom")
+        with lock:
+            seen.append(i)
+
+    for i in range(200):
+        workers.submit(call, i)
+    workers.shutdown()  # runs everything queued before it
+    assert sorted(seen) == [i for i in range(200) if i != 3]
+    assert "boom" in caplog.text
+    with pytest.raises(RuntimeError):
+        workers.submit(call, 0)
+    workers.shutdown()  # twice is harmless
+
+
+def test_onnxruntime_batches_run_on_named_workers(repository: Path) -> None:
+    model = load_model(repository / "digits" / "1" / "model.onnx", artifact_format="onnx", precision="fp32",
+                       runtime="onnxruntime", device="CPU")
+    x = {"input": np.zeros((3, 64), dtype=np.float32)}
+    results: list[object] = []
+    names: set[str] = set()
+    done = threading.Event()
+
+    def finished(result: object) -> None:
+        results.append(result)
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):
+                names.add(Path(f"/proc/self/task/{tid}/comm").read_text().strip())
+        done.set()
+
+    try:
+        model.start(x, finished)
+        assert done.wait(30)
+        outputs = results[0]
+        assert isinstance(outputs, dict)
+        np.testing.assert_allclose(outputs["probabilities"], model.infer(x)["probabilities"], rtol=1e-6)
+        assert "ort-run" in names
+        model.start({"input": np.zeros((3, 7), dtype=np.float32)}, finished)  # wrong width: error, not a hang
+        done.clear()
+        assert done.wait(30)
+        assert isinstance(results[1], Exception)
+    finally:
+        model.close()
