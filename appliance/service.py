@@ -139,11 +139,15 @@ class InferenceService:
             runtime.metrics.cache_miss.inc()
         admission = self._admission_for(target)
         queued = time.monotonic()
-        async with admission.slot(request.nbytes, ctx.priority, ctx.deadline):
-            started = time.monotonic()
+        if not admission.try_enter():
+            await admission.wait_turn(request.nbytes, ctx.priority, ctx.deadline)
+        started = time.monotonic()
+        try:
             runtime.metrics.queue_wait.observe(started - queued)
             outputs, ctx.batch_size = await runtime.batcher.run(inputs, ctx.deadline)
-            runtime.metrics.inference_seconds.observe(time.monotonic() - started)
+        finally:
+            admission.leave(started)
+        runtime.metrics.inference_seconds.observe(time.monotonic() - started)
         if key is not None:
             self.cache.put(key, outputs)
         return await self._finish(target, runtime, request, ctx, outputs, wanted)
