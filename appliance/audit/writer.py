@@ -32,6 +32,7 @@ from appliance.audit.keys import Keyring
 from appliance.audit.model import AuditError, AuditRecord, AuditStats
 from appliance.audit.sealing import NoncePool, Prepared, prepare, seal_chain
 from appliance.threadname import name_os_thread
+from appliance.threadsched import defer_to_event_loop
 
 _log = logging.getLogger(__name__)
 _MAX_BATCH = 4096
@@ -141,6 +142,7 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         name_os_thread(self.name)
+        defer_to_event_loop()  # handed records by the loop, it must not preempt it on a shared core
         stop: Stop | None = None
         while stop is None:
             batch, stop = self._collect()

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from appliance.threadname import name_os_thread
+from appliance.threadsched import defer_to_event_loop
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class WorkerThreads:
 
     def _work(self) -> None:
         name_os_thread(self._name)
+        defer_to_event_loop()
         get = self._queue.get
         while (task := get()) is not _STOP:
             call, args = task

@@ -211,6 +211,17 @@ async def test_the_writer_thread_is_named_for_the_operating_system(tmp_path: Pat
         await log.aclose()
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policy")
+async def test_writer_thread_does_not_preempt_the_event_loop(tmp_path: Path) -> None:
+    log = AuditLog.open(make_settings(tmp_path))
+    try:
+        await log.append(record(0))
+        assert os.sched_getscheduler(log._writer.native_id or 0) == os.SCHED_BATCH
+        assert os.sched_getscheduler(0) != os.SCHED_BATCH
+    finally:
+        await log.aclose()
+
+
 def _os_thread_names() -> set[str]:
     names = set()
     for tid in os.listdir("/proc/self/task"):

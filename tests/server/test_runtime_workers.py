@@ -36,6 +36,17 @@ def test_every_call_runs_and_a_failing_call_leaves_the_worker_alive(caplog: pyte
     workers.shutdown()  # twice is harmless
 
 
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policy")
+def test_workers_do_not_preempt_the_event_loop() -> None:
+    """SCHED_BATCH: a woken worker waits for the loop's thread to yield instead of preempting it."""
+    workers = WorkerThreads(1, "test-run")
+    policies: list[int] = []
+    workers.submit(lambda: policies.append(os.sched_getscheduler(0)))
+    workers.shutdown()
+    assert policies == [os.SCHED_BATCH]
+    assert os.sched_getscheduler(0) != os.SCHED_BATCH  # the caller's own thread is left alone
+
+
 def test_onnxruntime_batches_run_on_named_workers(repository: Path) -> None:
     model = load_model(repository / "digits" / "1" / "model.onnx", artifact_format="onnx", precision="fp32",
                        runtime="onnxruntime", device="CPU")
