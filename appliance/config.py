@@ -126,8 +126,9 @@ class AuditSettings:
                                   "long the audit writer gathers records into one transaction and "
                                   "fsync. A lone record at light load is committed at once, and the "
                                   "window ends early once every request in flight is waiting on the "
-                                  "log. 0: never wait (records arriving during a commit still share "
-                                  "the next one).",
+                                  "log. Relaxed records, which nobody waits for, always wait out the "
+                                  "window. 0: never wait (records arriving during a commit still "
+                                  "share the next one).",
                                   2.0)
     checkpoint_every: int = _doc("Write a signed checkpoint after this many records.", 1000)
     checkpoint_interval_s: float = _doc("Also write a signed checkpoint when records are this old and "

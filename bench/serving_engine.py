@@ -8,7 +8,9 @@ compute-heavy INT8 model, and overload behaviour. Everything targets 127.0.0.1 o
 (b) bundled ``digits`` model, JSON, concurrency 16, server pinned to core 0 (``taskset -c 0``),
     perf_analyzer on core 1: every stage on (API-key auth, strict audit, cache, batching, metrics,
     request log, prediction-quality signals), for cache misses and cache hits, then one stage off
-    at a time, and a bare aiohttp + uvloop + orjson + ONNX Runtime handler as the floor.
+    at a time (and the audit log in relaxed mode), and a bare aiohttp + uvloop + orjson + ONNX
+    Runtime handler as the floor. ``--rounds N`` measures the whole list N times in turn and
+    reports each configuration's median.
     "cpu µs/req" is the server process's CPU time per answered request: on a shared host it is
     steadier than requests/s, and 1e6 / it is what one uncontended core could serve.
 (c) overload at 10× the admission capacity (``bench/loadgen.py``, closed loop): share of 429s,
@@ -68,6 +70,7 @@ STAGES: dict[str, dict[str, Any]] = {
     "all stages, cache hit": {"hit": True},
     "- auth": {"auth": False},
     "- audit": {"env": {"APPLIANCE_AUDIT_ENABLED": "false"}},
+    "audit relaxed (written after the answer)": {"env": {"APPLIANCE_AUDIT_MODE": "relaxed"}},
     "- batching": {"env": {"APPLIANCE_BATCHING_ENABLED": "false"}},
     "- cache (disabled in model.toml)": {"cache": False},
     "- request log": {"env": {"APPLIANCE_OBSERVABILITY_REQUEST_LOG": "false"}},
@@ -90,32 +93,62 @@ def _stage_server(work: Path, models: Path, name: str, spec: dict[str, Any]) -> 
 
 
 def part_b(pa: str, models: Path, work: Path, interval_ms: int, stages: list[str] | None = None,
-           concurrency: int = 16) -> list[Row]:
-    """Every configuration of STAGES (or only ``stages``, then without the bare floor)."""
+           concurrency: int = 16, rounds: int = 1) -> list[Row]:
+    """Every configuration of STAGES (or only ``stages``, then without the bare floor).
+
+    With ``rounds`` > 1 the whole list is measured that many times in turn and each configuration
+    reports the median of its rounds (field by field): the host's speed drifts between minutes, and
+    alternating spreads that drift over every configuration alike."""
     rows_data = b.digits_rows(models, 256)
     many = b.write_input_data(work / "many.json", "input", rows_data, streams=256)
     one = b.write_input_data(work / "one.json", "input", rows_data[:1], streams=1)
     key_file = work / "api-keys.json"
     token = b.create_api_key(key_file)
-    results = [] if stages else [_bare(pa, models, work, many, interval_ms)]
-    for name, spec in STAGES.items():
-        if stages and name not in stages:
-            continue
-        repo, state, env = _stage_server(work, models, name, spec)
-        headers = None
-        if token and spec.get("auth", True):
-            env["APPLIANCE_AUTH_API_KEYS_FILE"] = str(key_file)
-            headers = {"X-API-Key": token}
-        with b.serve(repo, state, env=env, cpus=SERVER_CPU, log_file=state / "server.log") as server:
-            data = one if spec.get("hit") else many
-            result, cpu_us, busy = _measure(pa, server.pid, server.port, data, interval_ms=interval_ms,
-                                            headers=headers, concurrency=concurrency)
-            note = _cache_note(server.port, headers)
-        results.append(Row(name, result.throughput, result.p50_ms, result.p99_ms, cpu_us, busy, note))
-        print(_format(results[-1]), flush=True)
+    measured: dict[str, list[Row]] = {}
+    for index in range(rounds):
+        if rounds > 1:
+            print(f"-- round {index + 1} of {rounds}", flush=True)
+        if not stages:
+            measured.setdefault(_BARE, []).append(_bare(pa, models, work, many, interval_ms))
+        for name, spec in STAGES.items():
+            if stages and name not in stages:
+                continue
+            repo, state, env = _stage_server(work / f"round-{index}", models, name, spec)
+            headers = None
+            if token and spec.get("auth", True):
+                env["APPLIANCE_AUTH_API_KEYS_FILE"] = str(key_file)
+                headers = {"X-API-Key": token}
+            with b.serve(repo, state, env=env, cpus=SERVER_CPU, log_file=state / "server.log") as server:
+                data = one if spec.get("hit") else many
+                result, cpu_us, busy = _measure(pa, server.pid, server.port, data, interval_ms=interval_ms,
+                                                headers=headers, concurrency=concurrency)
+                note = _cache_note(server.port, headers)
+            row = Row(name, result.throughput, result.p50_ms, result.p99_ms, cpu_us, busy, note)
+            measured.setdefault(name, []).append(row)
+            print(_format(row), flush=True)
+    results = [_median_row(rows) for rows in measured.values()]
+    if rounds > 1:
+        print(f"-- median of {rounds} rounds", flush=True)
+        for row in results:
+            print(_format(row), flush=True)
     if not token:
         results.append(Row("(auth: `appliance keys create` unavailable — measured without auth)", 0, 0, 0, 0, 0))
     return results
+
+
+_BARE = "bare aiohttp+uvloop+orjson+ORT (floor)"
+
+
+def _median_row(rows: list[Row]) -> Row:
+    if len(rows) == 1:
+        return rows[0]
+
+    def median(field: str) -> float:
+        return float(np.median([getattr(r, field) for r in rows]))
+
+    spread = f"req/s {min(r.req_s for r in rows):.0f}–{max(r.req_s for r in rows):.0f}"
+    return Row(rows[0].config, median("req_s"), median("p50_ms"), median("p99_ms"), median("cpu_us_per_req"),
+               median("core_busy"), f"median of {len(rows)}, {spread}; {rows[-1].note}")
 
 
 def _bare(pa: str, models: Path, work: Path, data: Path, interval_ms: int) -> Row:
@@ -129,7 +162,7 @@ def _bare(pa: str, models: Path, work: Path, data: Path, interval_ms: int) -> Ro
     finally:
         process.terminate()
         process.wait(10)
-    row = Row("bare aiohttp+uvloop+orjson+ORT (floor)", result.throughput, result.p50_ms, result.p99_ms, cpu_us, busy)
+    row = Row(_BARE, result.throughput, result.p50_ms, result.p99_ms, cpu_us, busy)
     print(_format(row), flush=True)
     return row
 
@@ -325,6 +358,8 @@ def main() -> int:
     parser.add_argument("--overload-seconds", type=float, default=8.0)
     parser.add_argument("--stages", help="(b): only these configurations of STAGES, names separated by ';'")
     parser.add_argument("--concurrency", type=int, default=16, help="(b): closed-loop concurrency")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="(b): measure every configuration this many times in turn, report medians")
     parser.add_argument("--admission", default="8+8,2+0",
                         help="admission settings for (c), IN_FLIGHT+QUEUE each (2+0: what one core runs at once)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
@@ -342,7 +377,7 @@ def main() -> int:
                   flush=True)
             report["b"] = [asdict(r) for r in part_b(pa, models, work, args.interval_ms,
                                                         args.stages.split(";") if args.stages else None,
-                                                        args.concurrency)]
+                                                        args.concurrency, args.rounds)]
         if "a" in parts:
             print("(a) ResNet-50-sized INT8 CNN, binary tensors: served vs raw in-process", flush=True)
             report["a"] = part_a(pa, work, args.interval_ms)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
 from collections.abc import Mapping
@@ -120,7 +121,12 @@ class AuditLog:
         waiting on this log), so the writer commits now instead of holding the group open.
         """
         if not self.strict:
-            self._writer.submit(self._item(record))
+            # Nobody waits for the commit: hand the record over with the rest of this loop
+            # iteration's, and the writer commits whole windows of them (see Writer._collect).
+            item = self._item(record)
+            if not self._pending:
+                asyncio.get_running_loop().call_soon(self._hand_over)
+            self._pending.append(item)
             return
         if self._closed:
             raise AuditError("audit log is closed")
@@ -139,7 +145,7 @@ class AuditLog:
 
     def _hand_over(self) -> None:
         """End of a loop iteration: one queue put (and at most one wake-up of the writer thread) for
-        every strict record appended during it, instead of a lock, a put and a wake-up per record."""
+        every record appended during it, instead of a lock, a put and a wake-up per record."""
         batch, self._pending = self._pending, []
         flush, self._pending_flush = self._pending_flush, False
         if not self._writer.is_alive():
@@ -178,7 +184,10 @@ class AuditLog:
         self._writer.join()
 
     def stats(self) -> AuditStats:
-        return self._writer.stats()
+        stats = self._writer.stats()
+        if self._pending:  # appended during this loop iteration, not yet handed to the writer
+            stats = dataclasses.replace(stats, records_pending=stats.records_pending + len(self._pending))
+        return stats
 
 
 class NullAuditLog:

@@ -172,9 +172,12 @@ class Writer(threading.Thread):
         # group-commit window, then take what arrived: one fsync for all of them. Waiting on the
         # queue instead would wake this thread (and take the GIL from the event loop) once per
         # hand-over. At light load a record is committed at once, without the window's latency.
-        # The window ends early when an appender says nobody else is coming (``hurry``).
+        # The window ends early when an appender says nobody else is coming (``hurry``). When no
+        # record of the first hand-over is awaited (relaxed mode, lifecycle events), nobody is
+        # kept waiting by the window: it is always held, so commits carry many records each.
         remaining = batch[0].enqueued + self._config.group_commit_s - time.monotonic()
-        if remaining > 0 and (self._backlog or self._last_batch > 1):
+        if remaining > 0 and (self._backlog or self._last_batch > 1
+                              or all(item.future is None for item in batch)):
             self._hurry.wait(remaining)
         self._hurry.clear()
         stop: Stop | None = None
