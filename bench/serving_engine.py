@@ -173,8 +173,10 @@ def _cache_note(port: int, headers: dict[str, str] | None) -> str:
         return ""
     hits = b.metric_total(samples, "appliance_cache_lookups_total", result="hit")
     misses = b.metric_total(samples, "appliance_cache_lookups_total", result="miss")
-    note = f"hits {hits:.0f} / misses {misses:.0f}"
-    return note + _mean_batch(samples, "digits", "; ")
+    note = f"hits {hits:.0f} / misses {misses:.0f}" + _mean_batch(samples, "digits", "; ")
+    records = b.metric_total(samples, "appliance_audit_records_written_total")
+    commits = b.metric_total(samples, "appliance_audit_commits_total")
+    return note + (f"; {records / commits:.1f} audit records per commit" if commits else "")
 
 
 def _format(row: Row) -> str:
