@@ -234,11 +234,16 @@ def main() -> int:
           f"{args.rounds} alternating rounds; CPU µs per request")
     batches = extra.pop("mean requests per runtime batch")
     medians = [statistics.median(figures[name]) for name in SERVICE_STAGES]
-    # What each configuration adds to the one it builds on (the cache hit stands alone).
+    lows = [min(figures[name]) for name in SERVICE_STAGES]
+    # What each configuration adds to the one it builds on (the cache hit stands alone), by
+    # medians and by minimums (the quietest round: what an uncontended core would pay).
     base_of = {1: 0, 2: 1, 3: 2, 5: 2}
     for stage, name in enumerate(SERVICE_STAGES):
         values = figures[name]
-        delta = f"  ({medians[stage] - medians[base_of[stage]]:+5.1f})" if stage in base_of else ""
+        delta = ""
+        if stage in base_of:
+            base = base_of[stage]
+            delta = f"  ({medians[stage] - medians[base]:+5.1f} / min {lows[stage] - lows[base]:+5.1f})"
         mean_batch = f"  [batch {batches[name]:.1f}]" if batches[name] else ""
         print(f"{medians[stage]:7.1f} ({min(values):6.1f}–{max(values):6.1f})  {name}{delta}{mean_batch}")
     for name, values in figures.items():
