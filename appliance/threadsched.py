@@ -16,11 +16,12 @@ from __future__ import annotations
 import os
 
 
-def defer_to_event_loop() -> None:
-    """Best effort, for the calling thread: Linux only; nothing where the call is refused."""
+def defer_to_event_loop() -> bool:
+    """Best effort, for the calling thread: Linux only; False where the call is refused."""
     if not hasattr(os, "SCHED_BATCH"):
-        return
+        return False
     try:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except OSError:
-        return
+        return False
+    return True

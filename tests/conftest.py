@@ -34,6 +34,22 @@ def digits_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sched_batch_allowed() -> None:
+    """Skip where a thread may not switch itself to SCHED_BATCH (not Linux, or a seccomp profile
+    that refuses it): the server then runs on without the hint, and there is nothing to check."""
+    import threading
+
+    from appliance.threadsched import defer_to_event_loop
+
+    applied: list[bool] = []
+    probe = threading.Thread(target=lambda: applied.append(defer_to_event_loop()))
+    probe.start()
+    probe.join()
+    if applied != [True]:
+        pytest.skip("SCHED_BATCH is not available here")
+
+
+@pytest.fixture(scope="session")
 def optimized_repository(tmp_path_factory: pytest.TempPathFactory, digits_repository: Path) -> Path:
     """The sample repository as install.sh leaves it: digits/1 FP32 plus the optimizer's INT8 versions."""
     from optimizer.bundled import optimize_bundled

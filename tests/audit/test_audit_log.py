@@ -232,7 +232,7 @@ async def test_the_writer_thread_is_named_for_the_operating_system(tmp_path: Pat
         await log.aclose()
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policy")
+@pytest.mark.usefixtures("sched_batch_allowed")
 async def test_writer_thread_does_not_preempt_the_event_loop(tmp_path: Path) -> None:
     log = AuditLog.open(make_settings(tmp_path))
     try:

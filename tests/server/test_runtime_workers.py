@@ -36,7 +36,7 @@ def test_every_call_runs_and_a_failing_call_leaves_the_worker_alive(caplog: pyte
     workers.shutdown()  # twice is harmless
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policy")
+@pytest.mark.usefixtures("sched_batch_allowed")
 def test_workers_do_not_preempt_the_event_loop() -> None:
     """SCHED_BATCH: a woken worker waits for the loop's thread to yield instead of preempting it."""
     workers = WorkerThreads(1, "test-run")
