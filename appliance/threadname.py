@@ -7,8 +7,11 @@ runtime threads, to watch its CPU or move it to a core of its own.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import os
 import sys
+from pathlib import Path
 
 _PR_SET_NAME = 15
 _MAX_BYTES = 15  # the kernel's limit (16 with the terminating NUL)
@@ -22,3 +25,13 @@ def name_os_thread(name: str) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, name.encode("ascii", "replace")[:_MAX_BYTES], 0, 0, 0)
     except (OSError, AttributeError):
         return
+
+
+def os_thread_names() -> set[str]:
+    """The names the kernel shows for this process's threads (Linux; empty elsewhere)."""
+    names = set()
+    with contextlib.suppress(OSError):
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                names.add(Path(f"/proc/self/task/{tid}/comm").read_text().strip())
+    return names

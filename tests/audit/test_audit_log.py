@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sqlite3
 from pathlib import Path
@@ -14,6 +13,7 @@ from audit_testlib import PRINCIPAL, SECRET, check, fill, make_settings, raw, re
 from appliance.audit import AuditError, AuditLog, AuditRecord, audit_paths, open_audit_log
 from appliance.audit.export import records as exported
 from appliance.audit.keys import load_keyring
+from appliance.threadname import os_thread_names
 
 
 async def test_strict_append_returns_after_commit(tmp_path: Path) -> None:
@@ -227,7 +227,7 @@ async def test_the_writer_thread_is_named_for_the_operating_system(tmp_path: Pat
     log = AuditLog.open(make_settings(tmp_path))
     try:
         await log.append(record(0))
-        assert "audit-writer" in _os_thread_names()
+        assert "audit-writer" in os_thread_names()
     finally:
         await log.aclose()
 
@@ -241,11 +241,3 @@ async def test_writer_thread_does_not_preempt_the_event_loop(tmp_path: Path) -> 
         assert os.sched_getscheduler(0) != os.SCHED_BATCH
     finally:
         await log.aclose()
-
-
-def _os_thread_names() -> set[str]:
-    names = set()
-    for tid in os.listdir("/proc/self/task"):
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            names.add(Path(f"/proc/self/task/{tid}/comm").read_text().strip())
-    return names

@@ -3,7 +3,6 @@ finishes what was queued, and ONNX Runtime batches run on named workers."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 
 from appliance.runtimes import load_model
 from appliance.runtimes.workers import WorkerThreads
+from appliance.threadname import os_thread_names
 
 
 def test_every_call_runs_and_a_failing_call_leaves_the_worker_alive(caplog: pytest.LogCaptureFixture) -> None:
@@ -57,9 +57,7 @@ def test_onnxruntime_batches_run_on_named_workers(repository: Path) -> None:
 
     def finished(result: object) -> None:
         results.append(result)
-        for tid in os.listdir("/proc/self/task"):
-            with contextlib.suppress(OSError):
-                names.add(Path(f"/proc/self/task/{tid}/comm").read_text().strip())
+        names.update(os_thread_names())
         done.set()
 
     try:
@@ -69,8 +67,8 @@ def test_onnxruntime_batches_run_on_named_workers(repository: Path) -> None:
         assert isinstance(outputs, dict)
         np.testing.assert_allclose(outputs["probabilities"], model.infer(x)["probabilities"], rtol=1e-6)
         assert "ort-run" in names
-        model.start({"input": np.zeros((3, 7), dtype=np.float32)}, finished)  # wrong width: error, not a hang
         done.clear()
+        model.start({"input": np.zeros((3, 7), dtype=np.float32)}, finished)  # wrong width: error, not a hang
         assert done.wait(30)
         assert isinstance(results[1], Exception)
     finally:
