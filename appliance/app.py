@@ -12,20 +12,20 @@ import orjson
 from aiohttp import web
 
 from appliance import __version__
+from appliance.appkeys import AUDIT, METRICS, OBSERVABILITY, REPOSITORY, SERVICE, SETTINGS, STATE, ServerState
 from appliance.artifacts import SealedArtifactReader
 from appliance.audit import AuditLogSlot, AuditRecord, open_audit_log
 from appliance.audit.requests import InferenceAuditor
 from appliance.auth.guard import Guard
-from appliance.auth.middleware import GUARD, guard_middleware
-from appliance.cache import PredictionCache
 from appliance.config import Settings
-from appliance.keys import AUDIT, METRICS, OBSERVABILITY, REPOSITORY, SERVICE, SETTINGS, STATE, ServerState
+from appliance.dataplane.cache import PredictionCache
+from appliance.dataplane.service import InferenceService
 from appliance.metrics import Metrics
 from appliance.observability import Observability, lifecycle
+from appliance.protocol.guard import GUARD, guard_middleware
 from appliance.protocol.middleware import request_middleware
 from appliance.protocol.routes import add_routes
 from appliance.repository import Repository
-from appliance.service import InferenceService
 
 log = logging.getLogger("appliance")
 

@@ -32,7 +32,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from appliance.config import Settings
-from appliance.privatefiles import write_private
+from appliance.system.privatefiles import write_private
 from modelrepo import Manifest, ManifestError, read_manifest, sha256_bytes, verify_files
 
 ALGORITHM = "AES-256-GCM"

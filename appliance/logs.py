@@ -15,7 +15,7 @@ from typing import BinaryIO
 
 import orjson
 
-from appliance.utctime import utc_second
+from appliance.system.utctime import utc_second
 
 #: Request lines wait at most this long in memory before one write() carries them all.
 FLUSH_INTERVAL_S = 0.05

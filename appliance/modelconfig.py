@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from appliance.protocol.datatypes import TO_NUMPY
+from appliance.dataplane.tensors import TO_NUMPY
 
 RUNTIMES = ("auto", "openvino", "onnxruntime")
 

@@ -34,12 +34,13 @@ def per_call_us(fn: Callable[[], object], n: int = 200_000) -> float:
 
 async def measure(repository: Path) -> dict[str, float]:
     from appliance.config import Settings
+    from appliance.dataplane.context import RequestContext
+    from appliance.dataplane.service import InferOutcome
     from appliance.metrics import Metrics
     from appliance.observability import tracing
     from appliance.observability.quality import QualityMonitor
     from appliance.protocol.codec import decode_request
     from appliance.repository import Repository
-    from appliance.service import InferOutcome, RequestContext
 
     settings = Settings().replace("server", models=repository)
     repo = Repository(settings)

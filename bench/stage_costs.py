@@ -87,13 +87,13 @@ class Bench:
         from appliance.audit.requests import InferenceAuditor
         from appliance.auth.apikeys import locked_store, new_key
         from appliance.auth.guard import Guard
-        from appliance.cache import PredictionCache
         from appliance.config import load_settings
+        from appliance.dataplane.cache import PredictionCache
+        from appliance.dataplane.service import InferenceService
         from appliance.metrics import Metrics
         from appliance.observability.quality import QualityMonitor
         from appliance.protocol.codec import decode_request
         from appliance.repository import Repository
-        from appliance.service import InferenceService
 
         keys_file = state / "api-keys.json"
         token, record = new_key("bench", ["infer"], None)
@@ -128,7 +128,7 @@ class Bench:
         self.service.audit = self.relaxed_auditor if stage == 5 else self.auditor if stage >= 3 else None
 
     async def infer(self, i: int, use_cache: bool) -> Any:
-        from appliance.service import RequestContext
+        from appliance.dataplane.context import RequestContext
 
         ctx = RequestContext(request_id=f"{i:032x}", use_cache=use_cache)
         return await self.service.infer("digits", None, self.requests[i % len(self.requests)], ctx)
@@ -151,9 +151,10 @@ class Bench:
         import random
 
         from appliance import logs
+        from appliance.dataplane.context import RequestContext
+        from appliance.dataplane.tensors import InferResponse
         from appliance.observability import tracing
-        from appliance.protocol.codec import InferResponse, decode_request, encode_response
-        from appliance.service import RequestContext
+        from appliance.protocol.codec import decode_request, encode_response
 
         request = self.requests[0]
         outputs = {"probabilities": np.full((1, 10), 0.1, dtype=np.float32)}

@@ -39,7 +39,7 @@ def sched_batch_allowed() -> None:
     that refuses it): the server then runs on without the hint, and there is nothing to check."""
     import threading
 
-    from appliance.threadsched import defer_to_event_loop
+    from appliance.system.threadsched import defer_to_event_loop
 
     applied: list[bool] = []
     probe = threading.Thread(target=lambda: applied.append(defer_to_event_loop()))

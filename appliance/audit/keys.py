@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from appliance.audit.model import AuditKeyError
 from appliance.config import Settings
-from appliance.privatefiles import write_private
+from appliance.system.privatefiles import write_private
 
 KEY_FILE = "audit.key"
 SIGNING_KEY_FILE = "audit-signing.key"

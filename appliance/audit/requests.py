@@ -17,8 +17,9 @@ import numpy as np
 
 from appliance.audit.log import AuditLog, NullAuditLog
 from appliance.audit.model import AuditError, AuditRecord
+from appliance.dataplane.service import InferOutcome
+from appliance.dataplane.tensors import tensor_digest
 from appliance.errors import ServiceUnavailable
-from appliance.service import InferOutcome, tensor_digest
 
 #: Digests of inputs larger than this are computed in a thread, off the event loop.
 _OFFLOAD_BYTES = 256 * 1024

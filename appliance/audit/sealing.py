@@ -34,7 +34,7 @@ from cryptography.exceptions import InvalidTag
 
 from appliance.audit.keys import Keyring
 from appliance.audit.model import AuditError, AuditRecord
-from appliance.utctime import utc_second
+from appliance.system.utctime import utc_second
 
 #: Stored columns in hashing order; ``row_hash`` (last) covers all the others.
 COLUMNS = ("seq", "time", "action", "model", "version", "status", "latency_ms", "cache_hit", "device",

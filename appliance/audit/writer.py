@@ -31,8 +31,8 @@ from appliance.audit import checkpoints, store
 from appliance.audit.keys import Keyring
 from appliance.audit.model import AuditError, AuditRecord, AuditStats
 from appliance.audit.sealing import NoncePool, Prepared, prepare, seal_chain
-from appliance.threadname import name_os_thread
-from appliance.threadsched import defer_to_event_loop
+from appliance.system.threadname import name_os_thread
+from appliance.system.threadsched import defer_to_event_loop
 
 _log = logging.getLogger(__name__)
 _MAX_BATCH = 4096

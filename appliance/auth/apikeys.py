@@ -31,7 +31,7 @@ from typing import Any
 from appliance.auth.filewatch import WatchedFile
 from appliance.auth.principal import SCOPES, Principal, ScopeError
 from appliance.config import Settings
-from appliance.privatefiles import write_private
+from appliance.system.privatefiles import write_private
 
 PREFIX = "mak_"
 _ID_HEX = 16  # 64-bit public key id

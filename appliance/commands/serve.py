@@ -96,8 +96,8 @@ async def serve(settings: Settings) -> int:
     from aiohttp import web
 
     from appliance.app import create_app
-    from appliance.keys import SERVICE
-    from appliance.tls import server_ssl_context
+    from appliance.appkeys import SERVICE
+    from appliance.system.tls import server_ssl_context
 
     ssl_context = server_ssl_context(settings.tls)
     settings.server.state_dir.mkdir(parents=True, exist_ok=True)

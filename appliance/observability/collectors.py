@@ -15,8 +15,8 @@ import psutil
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from appliance import __version__
+from appliance.dataplane.service import InferenceService
 from appliance.repository import Repository
-from appliance.service import InferenceService
 
 #: Returns the audit log in use (anything with ``stats()``), or None when there is none.
 AuditSource = Callable[[], Any]

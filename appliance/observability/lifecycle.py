@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from appliance import keys
+from appliance import appkeys as keys
 from appliance.observability.collectors import ScrapeCollector
 from appliance.observability.hardware import describe
 from appliance.observability.history import take_sample

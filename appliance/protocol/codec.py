@@ -9,53 +9,25 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
+from appliance.dataplane.tensors import (
+    TO_NUMPY,
+    InferInput,
+    InferRequest,
+    InferResponse,
+    RequestedOutput,
+    element_size,
+    from_numpy,
+)
 from appliance.errors import InvalidInput, LimitExceeded
-from appliance.protocol.datatypes import TO_NUMPY, element_size, from_numpy
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 _NUMPY_OPTS = orjson.OPT_SERIALIZE_NUMPY
-
-
-@dataclass(slots=True)
-class InferInput:
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    data: np.ndarray
-
-
-@dataclass(slots=True)
-class RequestedOutput:
-    name: str
-    binary: bool | None = None
-
-
-@dataclass(slots=True)
-class InferRequest:
-    inputs: list[InferInput]
-    id: str | None = None
-    outputs: list[RequestedOutput] | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    binary_output: bool = False
-
-    @property
-    def nbytes(self) -> int:
-        return sum(i.data.nbytes for i in self.inputs)
-
-
-@dataclass(slots=True)
-class InferResponse:
-    model_name: str
-    model_version: str
-    outputs: dict[str, np.ndarray]
-    id: str | None = None
-    parameters: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

@@ -15,12 +15,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from appliance.appkeys import CONTEXT, METRICS, OBSERVABILITY, SERVICE, SETTINGS
+from appliance.dataplane.context import RequestContext
 from appliance.errors import ApplianceError
-from appliance.keys import CONTEXT, METRICS, OBSERVABILITY, SERVICE, SETTINGS
 from appliance.logs import RequestLog
 from appliance.observability import tracing
 from appliance.protocol.errors import from_http_exception, status_of, to_response
-from appliance.service import RequestContext
 
 log = logging.getLogger("appliance.request")
 request_log = RequestLog(log)

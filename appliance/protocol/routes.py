@@ -10,11 +10,11 @@ import orjson
 from aiohttp import web
 
 from appliance import __version__
+from appliance.appkeys import CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
+from appliance.dataplane.context import RequestContext
 from appliance.errors import InvalidInput, ModelNotFound, ModelNotReady, RequestTimeout
-from appliance.keys import CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
 from appliance.protocol.codec import HEADER_LENGTH, EncodedBody, decode_request, encode_response
 from appliance.repository import ModelVersion
-from appliance.service import RequestContext
 from appliance.status import handlers as status
 
 _OFFLOAD_DECODE_BYTES = 1 << 20  # decode bodies above 1 MiB in a thread, off the event loop

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from appliance.threadname import name_os_thread
-from appliance.threadsched import defer_to_event_loop
+from appliance.system.threadname import name_os_thread
+from appliance.system.threadsched import defer_to_event_loop
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from appliance import keys
+from appliance import appkeys as keys
 from appliance.status.snapshot import build
 
 _HERE = Path(__file__).resolve().parent

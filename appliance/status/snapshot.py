@@ -10,7 +10,8 @@ from typing import Any
 import psutil
 from aiohttp import web
 
-from appliance import __version__, keys
+from appliance import __version__
+from appliance import appkeys as keys
 from appliance.observability.collectors import audit_snapshot
 from appliance.observability.history import Sample
 from appliance.observability.lifecycle import audit_log

@@ -13,7 +13,7 @@ from audit_testlib import PRINCIPAL, SECRET, check, fill, make_settings, raw, re
 from appliance.audit import AuditError, AuditLog, AuditRecord, audit_paths, open_audit_log
 from appliance.audit.export import records as exported
 from appliance.audit.keys import load_keyring
-from appliance.threadname import os_thread_names
+from appliance.system.threadname import os_thread_names
 
 
 async def test_strict_append_returns_after_commit(tmp_path: Path) -> None:

@@ -28,8 +28,8 @@ from cryptography.x509.oid import NameOID
 from appliance.app import create_app
 from appliance.cli import main
 from appliance.config import Settings
+from appliance.system.tls import server_ssl_context
 from appliance.telemetry import disable_usage_telemetry
-from appliance.tls import server_ssl_context
 
 disable_usage_telemetry()  # before the tests load models: `import openvino` sends usage data otherwise
 

@@ -11,9 +11,9 @@ import aiohttp
 from aiohttp import web
 from auth_testlib import DIGITS_ROW, create_key, running, settings_for
 
+from appliance.appkeys import AUDIT
 from appliance.audit import AuditLog
 from appliance.cli import main
-from appliance.keys import AUDIT
 
 
 def _cli(*args: str) -> int:

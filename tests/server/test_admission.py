@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from appliance.admission import Admission
+from appliance.dataplane.admission import Admission
 from appliance.errors import DeadlineExceeded, Overloaded
 
 

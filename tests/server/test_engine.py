@@ -19,7 +19,7 @@ from server_testlib import (
     started_client,
 )
 
-from appliance.keys import METRICS
+from appliance.appkeys import METRICS
 
 
 async def _client(repository: Path, tmp_path: Path, **groups: dict) -> TestClient:

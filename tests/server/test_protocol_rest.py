@@ -239,7 +239,7 @@ async def test_every_datatype_round_trips(repository: Path, tmp_path: Path) -> N
             if datatype == "BYTES":
                 raw = b"".join(struct.pack("<I", len(s.encode())) + s.encode() for s in data)
             else:
-                from appliance.protocol.datatypes import TO_NUMPY
+                from appliance.dataplane.tensors import TO_NUMPY
 
                 raw = np.asarray(data, dtype=TO_NUMPY[datatype]).tobytes()
             header_inputs.append({"name": f"in_{datatype.lower()}", "datatype": datatype, "shape": [3],

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from server_testlib import client_for, publish_heavy_model
 
-from appliance.admission import RefusalPacer
-from appliance.keys import METRICS
+from appliance.appkeys import METRICS
+from appliance.dataplane.admission import RefusalPacer
 
 
 def test_pacer_answers_a_burst_at_once_then_spaces_refusals_within_retry_after() -> None:

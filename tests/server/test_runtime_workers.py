@@ -12,7 +12,7 @@ import pytest
 
 from appliance.runtimes import load_model
 from appliance.runtimes.workers import WorkerThreads
-from appliance.threadname import os_thread_names
+from appliance.system.threadname import os_thread_names
 
 
 def test_every_call_runs_and_a_failing_call_leaves_the_worker_alive(caplog: pytest.LogCaptureFixture) -> None:

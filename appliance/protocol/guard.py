@@ -18,13 +18,13 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
+from appliance.appkeys import AUDIT, CONTEXT
 from appliance.audit.model import AuditRecord
 from appliance.auth.guard import Guard
 from appliance.auth.policy import OPEN
 from appliance.auth.principal import Principal
+from appliance.dataplane.context import RequestContext
 from appliance.errors import Forbidden, Overloaded, Unauthenticated
-from appliance.keys import AUDIT, CONTEXT
-from appliance.service import RequestContext
 
 log = logging.getLogger("appliance.auth")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

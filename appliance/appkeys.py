@@ -9,10 +9,11 @@ from aiohttp import web
 
 from appliance.audit import AuditLogSlot
 from appliance.config import Settings
+from appliance.dataplane.context import RequestContext
+from appliance.dataplane.service import InferenceService
 from appliance.metrics import Metrics
 from appliance.observability import Observability
 from appliance.repository import Repository
-from appliance.service import InferenceService, RequestContext
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Small operating-system helpers: thread names and scheduling, UTC time, private files, TLS."""
