@@ -71,10 +71,18 @@ class TlsSettings:
 class LimitsSettings:
     max_tensor_elements: int = _doc("Largest element count of one input tensor; larger → 400 "
                                     "before anything is allocated.", 16 * 1024 * 1024)
-    max_concurrency: int = _doc("Default per-model in-flight limit (requests running or "
-                                "batched); `model.toml` may override.", 64)
-    max_queue: int = _doc("Default per-model waiting-queue length beyond `max_concurrency`; "
-                          "past it → 429.", 256)
+    adaptive: bool = _doc("Adaptive admission: each model version's in-flight limit follows the latency "
+                          "its requests see (it grows while latency stays within `adaptive_tolerance` × the "
+                          "measured no-load latency, and shrinks when only latency grows); requests past it "
+                          "get 429 + Retry-After at once, before their body is read. Off: the fixed "
+                          "`max_concurrency` plus a waiting queue of `max_queue`. `model.toml` may override.",
+                          True)
+    adaptive_tolerance: float = _doc("How much slower than no-load a typical request may become before the "
+                                     "adaptive limit shrinks (a ratio of median latencies).", 1.5)
+    max_concurrency: int = _doc("Per-version in-flight cap: the adaptive limit's ceiling, or the fixed "
+                                "limit when `adaptive` is off; `model.toml` may override.", 64)
+    max_queue: int = _doc("Waiting-queue length beyond the fixed limit (adaptive admission queues "
+                          "nothing); past it → 429. `model.toml` may override.", 256)
     max_queued_bytes: int = _doc("Per-model cap on input bytes held by queued requests.",
                                  256 * 1024 * 1024)
     default_timeout_ms: int = _doc("Deadline for requests that carry none (0 = no deadline).", 0)

@@ -63,6 +63,7 @@ class ModelConfig:
     preferred_batch_size: tuple[int, ...] = ()
     max_concurrency: int | None = None
     max_queue: int | None = None
+    adaptive: bool | None = None  # None: the server's limits.adaptive
     cache_enabled: bool = False
     capture_payloads: bool = False
 
@@ -136,9 +137,16 @@ def parse_model_config(name: str, data: dict[str, Any], source: str = "model.tom
         preferred_batch_size=tuple(sorted(preferred)),
         max_concurrency=limits.get("max_concurrency"),
         max_queue=limits.get("max_queue"),
+        adaptive=_optional_bool(limits.get("adaptive"), f"{source} [limits] adaptive"),
         cache_enabled=bool(cache.get("enabled", False)),
         capture_payloads=bool(audit.get("capture_payloads", False)),
     )
+
+
+def _optional_bool(value: Any, where: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise ModelConfigError(f"{where}: must be true or false")
 
 
 def load_model_config(model_dir: Path) -> ModelConfig:

@@ -79,21 +79,21 @@ async def closed_loop(call: Callable[[int], Awaitable[object]], concurrency: int
 
 
 class Bench:
-    """The real parts, wired as ``appliance.app.create_app`` wires them (minus aiohttp)."""
+    """The real parts, as ``appliance.parts.build_parts`` assembles them for the server (minus aiohttp).
+
+    Admission is fixed (adaptive off, a cap above the concurrency) so every client is let in:
+    this bench compares the cost of stages at one concurrency, not overload behaviour.
+    """
 
     def __init__(self, repository: Path, state: Path) -> None:
         from appliance.audit import open_audit_log
         from appliance.audit.keys import init_keys
         from appliance.audit.requests import InferenceAuditor
         from appliance.auth.apikeys import locked_store, new_key
-        from appliance.auth.guard import Guard
         from appliance.config import load_settings
         from appliance.dataplane.cache import PredictionCache
-        from appliance.dataplane.service import InferenceService
-        from appliance.metrics import Metrics
-        from appliance.observability.quality import QualityMonitor
+        from appliance.parts import build_parts
         from appliance.protocol.codec import decode_request
-        from appliance.repository import Repository
 
         keys_file = state / "api-keys.json"
         token, record = new_key("bench", ["infer"], None)
@@ -102,21 +102,20 @@ class Bench:
         self.token = token
         # APPLIANCE_* variables apply as in the server (APPLIANCE_RUNTIME_NIREQ=1, ...).
         self.settings = load_settings().replace("server", models=repository, state_dir=state).replace(
-            "auth", api_keys_file=keys_file).replace("audit", mode="strict")
+            "auth", api_keys_file=keys_file).replace("audit", mode="strict").replace(
+            "limits", adaptive=False, max_concurrency=1024)
         init_keys(self.settings)
-        self.repository = Repository(self.settings)
-        self.repository.load_all()
-        self.metrics = Metrics()
+        parts = build_parts(self.settings)
+        parts.repository.load_all()
+        self.repository, self.metrics, self.service, self.guard = (parts.repository, parts.metrics, parts.service,
+                                                                   parts.guard)
         self.miss_cache = PredictionCache(2048, 60.0)  # 2 KiB: every insert evicts, every lookup misses
         self.hit_cache = PredictionCache(64 << 20, 3600.0)
-        self.service = InferenceService(self.settings, self.repository, self.metrics, self.miss_cache)
-        self.audit_log = open_audit_log(self.settings)
-        self.auditor = InferenceAuditor(self.audit_log, lambda: self.service.active)
+        self.audit_log, self.auditor = parts.audit_log, self.service.audit
         self.relaxed_log = open_audit_log(self.settings.replace("audit", mode="relaxed",
                                                                 database=state / "relaxed.db"))
         self.relaxed_auditor = InferenceAuditor(self.relaxed_log, lambda: self.service.active)
-        self.quality = QualityMonitor()
-        self.guard = Guard(self.settings)
+        self.quality_observers = list(self.service.observers)
         rows = np.load(repository / "digits" / "data" / "eval.npz")["input"][:256].astype(np.float32)
         self.bodies = [(b'{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":['
                         + ",".join(repr(float(v)) for v in row).encode() + b"]}]}") for row in rows]
@@ -124,14 +123,14 @@ class Bench:
 
     def configure(self, stage: int) -> None:
         self.service.cache = self.hit_cache if stage == 4 else self.miss_cache
-        self.service._observers = [self.quality.observe] if stage >= 2 else []
+        self.service.observers = self.quality_observers if stage >= 2 else []
         self.service.audit = self.relaxed_auditor if stage == 5 else self.auditor if stage >= 3 else None
 
     async def infer(self, i: int, use_cache: bool) -> Any:
         from appliance.dataplane.context import RequestContext
 
         ctx = RequestContext(request_id=f"{i:032x}", use_cache=use_cache)
-        return await self.service.infer("digits", None, self.requests[i % len(self.requests)], ctx)
+        return await self.service.infer(ctx, "digits", None, self.requests[i % len(self.requests)])
 
     async def service_stage(self, stage: int, concurrency: int, seconds: float) -> tuple[float, float]:
         """(CPU µs per request, mean requests per runtime batch) of one configuration."""

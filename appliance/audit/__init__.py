@@ -20,8 +20,8 @@ database can rewrite history (keep a copy of the checkpoints elsewhere); strict 
 durability against a crash of the process, not against a disk that lies about flushing.
 """
 
-from appliance.audit.log import AuditLog, AuditLogSlot, NullAuditLog, audit_paths, open_audit_log
+from appliance.audit.log import AuditLog, NullAuditLog, audit_paths, open_audit_log
 from appliance.audit.model import AuditError, AuditKeyError, AuditRecord, AuditStats
 
-__all__ = ["AuditError", "AuditKeyError", "AuditLog", "AuditLogSlot", "AuditRecord", "AuditStats", "NullAuditLog",
+__all__ = ["AuditError", "AuditKeyError", "AuditLog", "AuditRecord", "AuditStats", "NullAuditLog",
            "audit_paths", "open_audit_log"]

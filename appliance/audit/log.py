@@ -216,28 +216,3 @@ class NullAuditLog:
 def open_audit_log(settings: Settings, env: Mapping[str, str] | None = None) -> AuditLog | NullAuditLog:
     """The log the server should use: a NullAuditLog only when audit is explicitly disabled."""
     return AuditLog.open(settings, env) if settings.audit.enabled else NullAuditLog()
-
-
-class AuditLogSlot:
-    """The application's handle on its audit log, created with the app and filled at start-up.
-
-    The log is opened in a thread once the event loop runs (key checks, SQLite migrations), after
-    the application is frozen; holders of this slot (auth middleware, status page) keep working
-    and see a NullAuditLog until then.
-    """
-
-    def __init__(self) -> None:
-        self.target: AuditLog | NullAuditLog = NullAuditLog()
-
-    async def append(self, record: AuditRecord, *, flush: bool = False) -> None:
-        await self.target.append(record, flush=flush)
-
-    def append_nowait(self, record: AuditRecord) -> None:
-        self.target.append_nowait(record)
-
-    def stats(self) -> AuditStats:
-        return self.target.stats()
-
-    @property
-    def enabled(self) -> bool:
-        return isinstance(self.target, AuditLog)

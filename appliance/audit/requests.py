@@ -25,6 +25,7 @@ from appliance.errors import ServiceUnavailable
 _OFFLOAD_BYTES = 256 * 1024
 _SUMMARY_ROWS = 16
 _REJECTIONS = frozenset({429, 503, 504})
+_AUTH_FAILURES = frozenset({401, 403})
 _TALLY_SECONDS = 1.0
 
 
@@ -43,6 +44,12 @@ class InferenceAuditor:
     async def record_inference(self, outcome: InferOutcome) -> None:
         if outcome.status == 429:
             self._count_overload(outcome)
+            return
+        if outcome.status in _AUTH_FAILURES:
+            ctx = outcome.context
+            self.log.append_nowait(AuditRecord(
+                action="auth_failure", request_id=ctx.request_id, principal=ctx.principal, client=ctx.client,
+                model=ctx.model, status=outcome.status, detail=f"{ctx.operation}: {outcome.error}"))
             return
         request, outputs = outcome.request, outcome.outputs
         inputs = {t.name: t.data for t in request.inputs} if request is not None else {}

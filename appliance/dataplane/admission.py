@@ -1,11 +1,19 @@
-"""Admission control: bounded in-flight work plus a bounded, prioritised waiting queue per model.
+"""Admission control per model version: an in-flight limit plus a bounded, prioritised queue.
 
-Past both bounds (or the queued-bytes cap) a request is refused at once with ``Overloaded``
-(HTTP 429 + Retry-After) instead of queueing until the client times out. A request whose
-deadline passes while waiting is refused with ``DeadlineExceeded`` (504) before inference.
+The in-flight limit is adaptive by default (``limiter.GradientLimit``: it follows the latency the
+requests see, so a flood is refused instead of queued) with ``max_concurrency`` as its cap, or
+fixed at ``max_concurrency`` when ``limits.adaptive`` is off. Past the limit and the queue bound
+(or the queued-bytes cap) a request is refused at once with ``Overloaded`` (429 + Retry-After)
+instead of queueing until the client times out; adaptive admission keeps no queue by default,
+since a queued request's wait is latency the limit exists to avoid. A request whose deadline passes
+while waiting is refused with ``DeadlineExceeded`` (504) before inference.
+
 Slots are taken with ``try_enter()`` (or ``wait_turn()`` when it says no) and given back with
 ``leave()`` in a ``finally``; ``async with admission.slot(...)`` wraps the three. The request path
 calls them directly: the context manager alone cost 2.1 of its 2.3 µs a request.
+
+``RefusalPacer`` paces the 429 answers themselves (see its docstring): the service applies it to
+every refusal, whichever front end carries it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+from appliance.dataplane.limiter import GradientLimit
 from appliance.errors import DeadlineExceeded, Overloaded
 
 
@@ -31,9 +40,11 @@ class _Waiter:
 
 
 class Admission:
-    def __init__(self, name: str, *, max_concurrency: int, max_queue: int, max_queued_bytes: int) -> None:
+    def __init__(self, name: str, *, max_concurrency: int, max_queue: int, max_queued_bytes: int,
+                 adaptive: GradientLimit | None = None) -> None:
         self.name = name
-        self.max_concurrency = max(1, max_concurrency)
+        self._fixed = max(1, max_concurrency)
+        self.adaptive = adaptive
         self.max_queue = max_queue
         self.max_queued_bytes = max_queued_bytes
         self.in_flight = 0
@@ -45,6 +56,17 @@ class Admission:
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    @property
+    def max_concurrency(self) -> int:
+        """The in-flight limit in force now."""
+        return self.adaptive.effective if self.adaptive is not None else self._fixed
+
+    def stats(self) -> dict[str, int | float | bool]:
+        adaptive = self.adaptive
+        return {"in_flight": self.in_flight, "waiting": self.waiting, "queued_bytes": self.queued_bytes,
+                "limit": self.max_concurrency, "adaptive": adaptive is not None,
+                "noload_ms": round(adaptive.noload_s * 1000, 3) if adaptive is not None else 0.0}
 
     def retry_after(self) -> float:
         """Seconds until the queue ahead would likely have drained (at least one)."""
@@ -60,7 +82,7 @@ class Admission:
         if self.in_flight < self.max_concurrency and not self._waiters:
             return
         if len(self._waiters) >= self.max_queue or self.queued_bytes + nbytes > self.max_queued_bytes:
-            raise Overloaded(f"model '{self.name}' is at capacity; retry later", retry_after=self.retry_after())
+            raise Overloaded(f"{self.name} is at capacity; retry later", retry_after=self.retry_after())
 
     def try_enter(self) -> bool:
         """Take a slot now if one is free and nobody is waiting for one (no coroutine needed)."""
@@ -69,20 +91,24 @@ class Admission:
             return True
         return False
 
-    def leave(self, started: float) -> None:
-        """Give the slot back (``started``: when it was taken, for the Retry-After estimate)."""
-        self._service_time += 0.1 * ((time.monotonic() - started) - self._service_time)
+    def leave(self, started: float, in_flight: int = 0) -> None:
+        """Give the slot back. ``started``: when it was taken; ``in_flight``: how many were in flight
+        then (the adaptive limit learns from both; Retry-After from the first)."""
+        held = time.monotonic() - started
+        self._service_time += 0.1 * (held - self._service_time)
+        if self.adaptive is not None:
+            self.adaptive.observe(held, in_flight)
         self._release()
 
     @asynccontextmanager
     async def slot(self, nbytes: int = 0, priority: int = 0, deadline: float | None = None) -> AsyncIterator[None]:
         if not self.try_enter():
             await self.wait_turn(nbytes, priority, deadline)
-        started = time.monotonic()
+        started, in_flight = time.monotonic(), self.in_flight
         try:
             yield
         finally:
-            self.leave(started)
+            self.leave(started, in_flight)
 
     async def wait_turn(self, nbytes: int, priority: int, deadline: float | None) -> None:
         """Queue for a slot (by priority, then arrival); on return the caller holds it.

@@ -53,13 +53,7 @@ class Batcher:
         self._free = compiled.slots
         self._pending: deque[_Pending] = deque()
         self._timer: asyncio.TimerHandle | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._loop = asyncio.get_running_loop()
-
-    @property
-    def queued(self) -> int:
-        return len(self._pending)
 
     async def run(self, inputs: Tensors, deadline: float | None = None) -> tuple[Tensors, int]:
         """Infer ``inputs`` (batch dimension first when the model is batched).
@@ -69,34 +63,17 @@ class Batcher:
         rows = next(iter(inputs.values())).shape[0] if self._batched and inputs else 1
         future: asyncio.Future[tuple[Tensors, int]] = self._loop.create_future()
         self._pending.append(_Pending(inputs, rows, _signature(inputs), future, deadline))
-        self._idle.clear()
         self._dispatch()
         return await future
 
     def _dispatch(self) -> None:
         while self._free > 0 and self._pending:
-            self._drop_expired_head()
-            if not self._pending:
-                break
             if self._should_wait():
                 return
             batch = self._take_batch()
-            self._free -= 1
-            self._start(batch)
-        if not self._pending and self._free == self._compiled.slots:
-            self._idle.set()
-
-    def _drop_expired_head(self) -> None:
-        now = time.monotonic()
-        while self._pending:
-            head = self._pending[0]
-            if head.future.done():  # cancelled by a disconnected client
-                self._pending.popleft()
-            elif head.deadline is not None and head.deadline <= now:
-                self._pending.popleft()
-                head.future.set_exception(DeadlineExceeded("deadline passed while queued; not run"))
-            else:
-                return
+            if batch:
+                self._free -= 1
+                self._start(batch)
 
     def _should_wait(self) -> bool:
         """With preferred sizes, hold a small batch up to the queue delay for company."""
@@ -119,19 +96,18 @@ class Batcher:
             self._preferred = preferred
 
     def _take_batch(self) -> list[_Pending]:
-        head = self._pending.popleft()
-        batch = [head]
-        if not self._batched:
-            return batch
-        rows, skipped = head.rows, deque[_Pending]()
+        """The oldest live request and the queued ones that can share its batch. The one place
+        where requests that were cancelled (client gone) or whose deadline passed are dropped."""
+        batch: list[_Pending] = []
+        rows, skipped = 0, deque[_Pending]()
         now = time.monotonic()
-        while self._pending and rows < self._max_rows:
+        while self._pending and rows < self._max_rows and (self._batched or not batch):
             item = self._pending.popleft()
             if item.future.done():
                 continue
             if item.deadline is not None and item.deadline <= now:
                 item.future.set_exception(DeadlineExceeded("deadline passed while queued; not run"))
-            elif item.signature == head.signature and rows + item.rows <= self._max_rows:
+            elif not batch or (item.signature == batch[0].signature and rows + item.rows <= self._max_rows):
                 batch.append(item)
                 rows += item.rows
             else:
@@ -152,7 +128,10 @@ class Batcher:
         def done(result: Tensors | BaseException) -> None:
             loop.call_soon_threadsafe(self._complete, batch, rows, result)
 
-        self._compiled.start(inputs, done)
+        try:
+            self._compiled.start(inputs, done)
+        except Exception as exc:  # e.g. a runtime already closed: give the slot back, fail the batch
+            loop.call_soon(self._complete, batch, rows, exc)
 
     def _complete(self, batch: list[_Pending], rows: int, result: Tensors | BaseException) -> None:
         self._free += 1
@@ -185,7 +164,3 @@ class Batcher:
             offset += item.rows
             if not item.future.done():
                 item.future.set_result((part, rows))
-
-    async def drain(self) -> None:
-        """Wait until nothing is queued or running (graceful shutdown)."""
-        await self._idle.wait()

@@ -18,8 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from appliance.appkeys import AUDIT, CONTEXT
-from appliance.audit.model import AuditRecord
+from appliance.appkeys import CONTEXT
 from appliance.auth.guard import Guard
 from appliance.auth.policy import OPEN
 from appliance.auth.principal import Principal
@@ -43,7 +42,8 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
     model = request.match_info.get("model")
     if scope is not None and not principal.may(scope, model):
         detail = f"'{principal.name}' lacks the '{scope}' scope" + (f" for model '{model}'" if model else "")
-        _audit(request, ctx, principal.name, 403, detail)
+        ctx.principal = principal.name
+        _log_failure(request, ctx, 403, detail)
         raise Forbidden(detail)
     ctx.principal = principal.name
     if guard.rate.enabled:
@@ -68,16 +68,13 @@ def _authenticate(request: web.Request, guard: Guard, ctx: RequestContext) -> Pr
         return guard.authenticate(headers.get("Authorization"), headers.get("X-API-Key"), peercert)
     except Unauthenticated as failure:
         guard.throttle.failed(ctx.client)
-        _audit(request, ctx, "", 401, failure.message)
+        ctx.principal = ""
+        _log_failure(request, ctx, 401, failure.message)
         raise
 
 
-def _audit(request: web.Request, ctx: RequestContext, principal: str, status: int, detail: str) -> None:
-    """Failures go to the audit log when one is wired (fire and forget: never slows a refusal)."""
-    log.warning("auth failure", extra={"fields": {"client": ctx.client, "principal": principal, "status": status,
-                                                  "path": request.path, "detail": detail}})
-    audit = request.app.get(AUDIT)
-    if audit is not None:
-        audit.append_nowait(AuditRecord(action="auth_failure", request_id=ctx.request_id, principal=principal,
-                                        client=ctx.client, status=status, detail=f"{request.method} "
-                                        f"{request.path}: {detail}"))
+def _log_failure(request: web.Request, ctx: RequestContext, status: int, detail: str) -> None:
+    """The log line; the audit record is written by the service's one door for refusals, which
+    the request middleware calls with the error raised here."""
+    log.warning("auth failure", extra={"fields": {"client": ctx.client, "principal": ctx.principal,
+                                                  "status": status, "path": request.path, "detail": detail}})

@@ -7,7 +7,6 @@ status and timings — never payloads, headers or credentials.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 import time
@@ -44,7 +43,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     trace = tracing.begin(request.headers.get("traceparent"), request.headers.get("tracestate"),
                           sampled=otel is not None)
     span = otel.start(trace, _span_name(request), {"http.request.method": request.method}) if otel else None
-    ctx = RequestContext(request_id=_request_id(request), client=request.remote or "", trace_id=trace.trace_id)
+    ctx = RequestContext(request_id=_request_id(request), client=request.remote or "", trace_id=trace.trace_id,
+                         operation=f"{request.method} {request.path}")
     request[CONTEXT] = ctx
     status = 500
     try:
@@ -52,13 +52,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = response.status
     except ApplianceError as error:
         status = status_of(error)
-        service = request.app[SERVICE]
-        await service.record_failure(ctx, status, error)
+        await request.app[SERVICE].refuse(ctx, error, status)  # metrics, audit, 429 pacing: one door
         response = to_response(error)
-        if status == 429:
-            hold = service.refusals.delay(getattr(error, "retry_after", None) or 1.0)
-            if hold:
-                await asyncio.sleep(hold)
     except web.HTTPException as exc:
         status = exc.status
         response = from_http_exception(exc)

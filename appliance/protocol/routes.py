@@ -12,6 +12,7 @@ from aiohttp import web
 from appliance import __version__
 from appliance.appkeys import CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
 from appliance.dataplane.context import RequestContext
+from appliance.dataplane.tensors import InferRequest
 from appliance.errors import InvalidInput, ModelNotFound, ModelNotReady, RequestTimeout
 from appliance.protocol.codec import HEADER_LENGTH, EncodedBody, decode_request, encode_response
 from appliance.repository import ModelVersion
@@ -156,28 +157,15 @@ def _context(request: web.Request) -> RequestContext:
     return ctx
 
 
-def _apply_request_options(ctx: RequestContext, request: web.Request, parameters: dict[str, Any]) -> None:
-    """Deadline (protocol ``timeout`` in µs, or X-Request-Timeout-Ms), priority, cache bypass."""
-    timeout_ms: float | None = None
-    if "timeout" in parameters:
-        raw = parameters["timeout"]
-        if type(raw) is not int or raw < 0:
-            raise InvalidInput("parameter 'timeout' must be a non-negative integer (microseconds)")
-        timeout_ms = raw / 1000 if raw else None
+def _apply_headers(ctx: RequestContext, request: web.Request) -> None:
+    """REST's own request options: X-Request-Timeout-Ms (wins over the protocol's ``timeout``)
+    and Cache-Control: no-cache."""
     header = request.headers.get("X-Request-Timeout-Ms")
     if header is not None:
         try:
-            timeout_ms = float(header)
+            ctx.deadline = ctx.started + float(header) / 1000
         except ValueError:
             raise InvalidInput("X-Request-Timeout-Ms must be a number of milliseconds") from None
-    if timeout_ms is None and request.app[SETTINGS].limits.default_timeout_ms:
-        timeout_ms = request.app[SETTINGS].limits.default_timeout_ms
-    if timeout_ms is not None:
-        ctx.deadline = ctx.started + timeout_ms / 1000
-    priority = parameters.get("priority", 0)
-    if type(priority) is not int or priority < 0:
-        raise InvalidInput("parameter 'priority' must be a non-negative integer (1 = highest)")
-    ctx.priority = priority or 10
     if "no-cache" in request.headers.get("Cache-Control", ""):
         ctx.use_cache = False
 
@@ -197,25 +185,31 @@ async def read_body(request: web.Request, timeout_s: float) -> bytes:
 
 
 async def infer(request: web.Request) -> web.Response:
-    app = request.app
-    settings = app[SETTINGS]
+    """Decode (only once the service has room for the request), infer, encode."""
+    settings = request.app[SETTINGS]
     ctx = _context(request)
-    app[REPOSITORY].entry(request.match_info["model"])  # 404 before reading the body
-    ctx.model, ctx.version = request.match_info["model"], _version_param(request) or ""  # for refusals
-    app[SERVICE].check_capacity(ctx.model, request.content_length or 0)  # a flood costs no body reads
+    ctx.body_bytes = request.content_length or 0
     header = request.headers.get(HEADER_LENGTH)
     try:
         header_length = int(header) if header is not None else None
     except ValueError:
         raise InvalidInput(f"{HEADER_LENGTH} must be an integer") from None
-    body = await read_body(request, settings.http.read_timeout_s)
-    max_elements = settings.limits.max_tensor_elements
-    if len(body) > _OFFLOAD_DECODE_BYTES:
-        decoded = await asyncio.to_thread(decode_request, body, header_length, max_elements)
-    else:
-        decoded = decode_request(body, header_length, max_elements)
-    _apply_request_options(ctx, request, decoded.parameters)
-    response = await app[SERVICE].infer(request.match_info["model"], _version_param(request), decoded, ctx)
+    decoded: InferRequest | None = None
+
+    async def decode() -> InferRequest:
+        nonlocal decoded
+        body = await read_body(request, settings.http.read_timeout_s)
+        max_elements = settings.limits.max_tensor_elements
+        if len(body) > _OFFLOAD_DECODE_BYTES:
+            decoded = await asyncio.to_thread(decode_request, body, header_length, max_elements)
+        else:
+            decoded = decode_request(body, header_length, max_elements)
+        _apply_headers(ctx, request)
+        ctx.apply_parameters(decoded.parameters, settings.limits.default_timeout_ms)
+        return decoded
+
+    response = await request.app[SERVICE].infer(ctx, request.match_info["model"], _version_param(request), decode)
+    assert decoded is not None  # the service answers only after decode() ran
     if len(response.outputs) and sum(a.nbytes for a in response.outputs.values()) > _OFFLOAD_DECODE_BYTES:
         encoded = await asyncio.to_thread(encode_response, response, decoded)
     else:

@@ -14,13 +14,12 @@ from appliance import __version__
 from appliance import appkeys as keys
 from appliance.observability.collectors import audit_snapshot
 from appliance.observability.history import Sample
-from appliance.observability.lifecycle import audit_log
 from appliance.repository import ModelEntry
 
 
 def build(app: web.Application) -> dict[str, Any]:
-    obs, service, state = app[keys.OBSERVABILITY], app[keys.SERVICE], app[keys.STATE]
-    repository = app[keys.REPOSITORY]
+    parts = app[keys.PARTS]
+    obs, service, state, repository = parts.observability, parts.service, parts.state, parts.repository
     latest = obs.history.latest()
     rates = obs.history.version_rates()
     all_ready = state.ready and repository.all_ready()
@@ -37,7 +36,7 @@ def build(app: web.Application) -> dict[str, Any]:
         "admission": service.admission_stats(),
         "cache": {"entries": len(cache), "bytes": cache.bytes, "max_bytes": cache.max_bytes,
                   "hits": cache.hits, "misses": cache.misses},
-        "audit": audit_snapshot(audit_log(app)),
+        "audit": audit_snapshot(parts.audit_log),
         "series": obs.history.series(),
         "totals": _totals(latest),
         "quality": [q.snapshot() for q in obs.quality.versions()],

@@ -92,7 +92,8 @@ def test_traceparent_validation(header: str, valid: bool) -> None:
 def test_server_imports_no_opentelemetry_by_default(tmp_path: Path) -> None:
     """The SDK is optional: building the app without an OTLP endpoint must not import it."""
     code = ("import sys; from appliance.app import create_app; from appliance.config import Settings; "
-            "create_app(Settings()); print(any(m.startswith('opentelemetry') for m in sys.modules))")
+            "create_app(Settings().replace('audit', enabled=False)); "
+            "print(any(m.startswith('opentelemetry') for m in sys.modules))")
     result = subprocess.run([__import__("sys").executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                             check=True)
     assert result.stdout.strip() == "False"

@@ -40,7 +40,7 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(reposi
                                                                           runtime: str) -> None:
     if runtime == "openvino":
         publish_openvino_ir(repository)
-    client = await _client(repository, tmp_path, runtime={"nireq": 1})
+    client = await _client(repository, tmp_path, runtime={"nireq": 1}, limits={"adaptive": False})
     try:
         x, _ = eval_rows(repository, 96)
         session = ort.InferenceSession(str(repository / "digits" / "1" / "model.onnx"),
@@ -66,9 +66,12 @@ async def test_concurrent_requests_are_batched_and_each_gets_its_own_rows(reposi
         await client.close()
 
 
-async def test_flood_gets_only_200_or_429_and_the_server_stays_healthy(repository: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("limits", [{}, {"adaptive": False, "max_concurrency": 2, "max_queue": 2}],
+                         ids=["default-adaptive", "fixed"])
+async def test_flood_gets_only_200_or_429_and_the_server_stays_healthy(repository: Path, tmp_path: Path,
+                                                                       limits: dict) -> None:
     publish_heavy_model(repository)
-    client = await _client(repository, tmp_path, limits={"max_concurrency": 2, "max_queue": 2})
+    client = await _client(repository, tmp_path, limits=limits)
     try:
         x = np.random.default_rng(1).standard_normal((8, 1024)).astype(np.float32)
         doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [8, 1024], "data": x.ravel().tolist()}]}

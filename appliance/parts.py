@@ -1,0 +1,117 @@
+"""``build_parts(settings)``: the one place the protocol-free parts are assembled.
+
+The REST application, the gRPC server, batch jobs, the benches and the tests all start from the
+same ``Parts``: the audit log is opened first (a missing or wrong key stops start-up with
+``AuditKeyError``) and handed to the service as it is built, so nothing is wired late.
+``start()`` loads the models in a thread (liveness answers at once; readiness turns true when they
+are compiled) and starts the background samplers; ``aclose()`` undoes it in reverse order, the
+audit log last, so every answered request is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+from dataclasses import dataclass, field
+
+import orjson
+
+from appliance import __version__
+from appliance.artifacts import SealedArtifactReader
+from appliance.audit import AuditLog, AuditRecord, NullAuditLog, open_audit_log
+from appliance.audit.requests import InferenceAuditor
+from appliance.auth.guard import Guard
+from appliance.config import Settings
+from appliance.dataplane.cache import PredictionCache
+from appliance.dataplane.service import InferenceService
+from appliance.metrics import Metrics
+from appliance.observability import Observability
+from appliance.observability.collectors import ScrapeCollector
+from appliance.repository import Repository
+
+log = logging.getLogger("appliance")
+
+
+@dataclass
+class ServerState:
+    started: float = field(default_factory=time.monotonic)
+    started_wall: float = field(default_factory=time.time)
+    ready: bool = False
+
+
+@dataclass
+class Parts:
+    settings: Settings
+    state: ServerState
+    metrics: Metrics
+    repository: Repository
+    audit_log: AuditLog | NullAuditLog
+    auditor: InferenceAuditor | None
+    service: InferenceService
+    guard: Guard
+    observability: Observability
+    _loading: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Begin loading the models and sampling; returns at once (readiness follows the load)."""
+        self.audit_log.append_nowait(AuditRecord(
+            "server_start", status=200,
+            detail=f"model-appliance {__version__}; config sha256 {settings_digest(self.settings)}"))
+        self.observability.start(self.metrics, self.service)
+        self._loading = asyncio.create_task(self._load())
+
+    async def _load(self) -> None:
+        await asyncio.to_thread(self.repository.load_all)
+        self._audit_models("model_load")
+        self.state.ready = True
+        log.info("ready", extra={"fields": {"models": [e.name for e in self.repository.models()]}})
+
+    async def aclose(self) -> None:
+        if self._loading is not None:
+            await asyncio.gather(self._loading, return_exceptions=True)
+        await self.observability.stop()
+        await asyncio.to_thread(self.repository.close)
+        self._audit_models("model_unload")
+        if self.auditor is not None:
+            self.auditor.flush_overloads()
+        self.audit_log.append_nowait(AuditRecord("server_stop", status=200))
+        await self.audit_log.aclose()
+
+    def _audit_models(self, action: str) -> None:
+        for entry in self.repository.models():
+            for number, version in entry.versions.items():
+                self.audit_log.append_nowait(AuditRecord(
+                    action=action, model=entry.name, version=str(number), status=200 if version.ready else 503,
+                    device=version.compiled.device if version.compiled else "", detail=version.reason,
+                    latency_ms=version.load_seconds * 1000 if action == "model_load" else 0.0))
+
+
+def build_parts(settings: Settings) -> Parts:
+    """Assemble every protocol-free part; opens the audit log (may raise ``AuditError``)."""
+    settings.server.state_dir.mkdir(parents=True, exist_ok=True)
+    audit_log = open_audit_log(settings)
+    metrics = Metrics()
+    state = ServerState()
+    repository = Repository(settings, artifact_reader=SealedArtifactReader(settings))
+    observability = Observability.create(settings)
+    service: InferenceService | None = None
+    auditor = None
+    if settings.audit.enabled:
+        auditor = InferenceAuditor(audit_log, lambda: service.active if service is not None else 0)
+    observers = [observability.quality.observe] if settings.observability.prediction_quality else []
+    service = InferenceService(settings, repository, metrics,
+                               PredictionCache(settings.cache.max_bytes, settings.cache.ttl_s),
+                               audit=auditor, observers=observers)
+    metrics.registry.register(ScrapeCollector(service, repository, lambda: audit_log, lambda: state.ready))
+    metrics.registry.register(observability.quality)
+    return Parts(settings, state, metrics, repository, audit_log, auditor, service, Guard(settings),
+                 observability)
+
+
+def settings_digest(settings: Settings) -> str:
+    """SHA-256 of the effective settings (paths and limits only: secrets live in key files)."""
+    return hashlib.sha256(orjson.dumps(dataclasses.asdict(settings), default=str,
+                                       option=orjson.OPT_SORT_KEYS)).hexdigest()

@@ -1,0 +1,65 @@
+"""The adaptive limit against a simulated server: it finds the concurrency where latency starts to
+grow, refuses to be talked up by a long overload, and never leaves its floor and cap."""
+
+from __future__ import annotations
+
+from appliance.dataplane.limiter import GradientLimit, LimitSettings
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def simulate(limiter: GradientLimit, clock: Clock, latency_at: object, seconds: float,
+             offered: int = 256) -> list[int]:
+    """A closed loop of ``offered`` clients against a server whose latency depends on the number
+    in flight: each step admits up to the limit and answers them all after that latency."""
+    limits = []
+    end = clock.now + seconds
+    while clock.now < end:
+        in_flight = min(offered, limiter.effective)
+        latency = latency_at(in_flight)  # type: ignore[operator]
+        clock.now += latency
+        for _ in range(in_flight):
+            limiter.observe(latency, in_flight)
+        limits.append(limiter.limit)
+    return limits
+
+
+def test_a_server_whose_latency_grows_with_concurrency_settles_near_the_knee() -> None:
+    clock = Clock()
+    limiter = GradientLimit(LimitSettings(initial=16, floor=1, cap=64), clock)
+    # No gain from concurrency (one core, no batching): latency = 1 ms × requests in flight.
+    limits = simulate(limiter, clock, lambda n: 0.001 * n, seconds=20)
+    assert abs(limiter.noload_s - 0.001) < 1e-9
+    assert max(limits[-50:]) <= 2  # 1.5 × no-load admits at most one more request than the floor
+
+
+def test_a_batching_server_is_allowed_the_concurrency_that_costs_little_latency() -> None:
+    clock = Clock()
+    limiter = GradientLimit(LimitSettings(initial=16, floor=2, cap=64), clock)
+    # Batching: latency stays flat to 32 in flight, then grows linearly; 1.5 × no-load is 48.
+    limits = simulate(limiter, clock, lambda n: 0.002 * max(1.0, n / 32), seconds=20)
+    assert min(limits[-50:]) >= 32 and max(limits[-50:]) <= 48 + 48 // 8
+
+
+def test_the_limit_grows_only_when_it_is_reached() -> None:
+    clock = Clock()
+    limiter = GradientLimit(LimitSettings(initial=8, floor=1, cap=64), clock)
+    simulate(limiter, clock, lambda n: 0.001, seconds=5, offered=4)  # light load: 4 clients
+    assert limiter.limit == 8
+
+
+def test_floor_and_cap_hold_and_the_probe_remeasures_no_load() -> None:
+    clock = Clock()
+    limiter = GradientLimit(LimitSettings(initial=4, floor=2, cap=6, probe_interval_s=1.0), clock)
+    limits = simulate(limiter, clock, lambda n: 0.001, seconds=3)
+    assert max(limits) == 6 and min(limits) >= 2
+    # The model got three times slower: the next probe window, held at the floor, sees it.
+    simulate(limiter, clock, lambda n: 0.003 * max(1.0, n / 2), seconds=3)
+    assert abs(limiter.noload_s - 0.003) < 1e-9
+    assert limiter.effective >= limiter.floor
