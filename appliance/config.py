@@ -41,7 +41,11 @@ class ServerSettings:
     state_dir: Path = _doc("Writable state: audit database, compiled-model cache, key stores.",
                            Path("state"))
     log_level: str = _doc("Log level: DEBUG, INFO, WARNING, ERROR.", "INFO")
-    drain_grace_s: float = _doc("On SIGTERM, how long in-flight requests may take to finish.", 20.0)
+    drain_grace_s: float = _doc("On SIGTERM, how long in-flight requests may take to finish; also how long "
+                                "a version swapped out by a model load may take to finish its requests.", 20.0)
+    models_poll_interval_s: float = _doc("Look for new or changed models and versions in the repository this "
+                                         "often and load them as `POST /v2/repository/models/{m}/load` would "
+                                         "(0 = off: only explicit load calls change what serves).", 0.0)
     insecure: bool = _doc("Allow serving without authentication on a non-loopback address.", False)
 
 

@@ -27,7 +27,10 @@ from prometheus_client.registry import Collector
 from appliance import errors as e
 
 _MAX_CACHED_CHILDREN = 4096  # bounds the cache; label cardinality is bounded by known models anyway
-LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Fine below 10 ms, where a CPU model's answers fall: p99 ratios such as "admitted / unloaded" are read
+#: from these buckets, and a bucket that spans 2–5 ms could not tell 1.5× from 2.5×.
+LATENCY_BUCKETS = (0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.015,
+                   0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 
 

@@ -27,6 +27,7 @@ from appliance.auth.guard import Guard
 from appliance.config import Settings
 from appliance.dataplane.cache import PredictionCache
 from appliance.dataplane.service import InferenceService
+from appliance.lifecycle.control import ModelControl
 from appliance.metrics import Metrics
 from appliance.observability import Observability
 from appliance.observability.collectors import ScrapeCollector
@@ -53,7 +54,9 @@ class Parts:
     service: InferenceService
     guard: Guard
     observability: Observability
+    models: ModelControl
     _loading: asyncio.Task[None] | None = None
+    _polling: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Begin loading the models and sampling; returns at once (readiness follows the load)."""
@@ -68,10 +71,16 @@ class Parts:
         self._audit_models("model_load")
         self.state.ready = True
         log.info("ready", extra={"fields": {"models": [e.name for e in self.repository.models()]}})
+        interval = self.settings.server.models_poll_interval_s
+        if interval > 0:
+            self._polling = asyncio.create_task(self.models.poll_forever(interval))
 
     async def aclose(self) -> None:
-        if self._loading is not None:
-            await asyncio.gather(self._loading, return_exceptions=True)
+        if self._polling is not None:
+            self._polling.cancel()
+        # The initial load runs in a thread that cannot be cancelled: let it finish first.
+        await asyncio.gather(*(t for t in (self._loading, self._polling) if t is not None), return_exceptions=True)
+        await self.models.aclose()
         await self.observability.stop()
         await asyncio.to_thread(self.repository.close)
         self._audit_models("model_unload")
@@ -108,7 +117,7 @@ def build_parts(settings: Settings) -> Parts:
     metrics.registry.register(ScrapeCollector(service, repository, lambda: audit_log, lambda: state.ready))
     metrics.registry.register(observability.quality)
     return Parts(settings, state, metrics, repository, audit_log, auditor, service, Guard(settings),
-                 observability)
+                 observability, ModelControl(settings, repository, service, audit_log))
 
 
 def settings_digest(settings: Settings) -> str:

@@ -1,13 +1,21 @@
 """The model repository on disk → versions loaded in a runtime, each with a state.
 
-A version is loaded only if every file matches the SHA-256 in its manifest; otherwise it stays
-``UNAVAILABLE`` with the reason logged and shown in metadata, and the other versions keep
-serving. Loading runs off the event loop (the caller uses a thread).
+A version is loaded only if every file matches the SHA-256 in its manifest and a warm-up
+inference succeeds; otherwise it stays ``UNAVAILABLE`` with the reason logged and shown in
+metadata, and the other versions keep serving. Loading runs off the event loop (the caller uses
+a thread).
+
+The repository is live: :meth:`Repository.reload` re-reads one model's folder and ``model.toml``,
+loads the versions its policy now selects *beside* the ones serving, and swaps the model's entry
+in one assignment (readers on the event loop see the old entry or the new one, never a mix). The
+versions it no longer serves are handed back to the caller, which lets their in-flight requests
+finish before closing them. A new version that fails to load leaves the serving ones in place.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import logging
 import threading
 import time
@@ -19,7 +27,8 @@ from appliance.config import Settings
 from appliance.errors import ModelNotFound, ModelNotReady
 from appliance.modelconfig import ModelConfig, ModelConfigError, load_model_config
 from appliance.runtimes import CompiledModel, RuntimeLoadError, load_model
-from modelrepo import Manifest, ManifestError, list_versions, read_manifest, verify_files
+from appliance.runtimes.warmup import warm_up
+from modelrepo import MANIFEST_NAME, Manifest, ManifestError, list_versions, read_manifest, verify_files
 
 log = logging.getLogger("appliance.repository")
 
@@ -48,6 +57,7 @@ class ModelVersion:
     compiled: CompiledModel | None = None
     loaded_at: float = 0.0
     load_seconds: float = 0.0
+    manifest_sha256: str = ""  # of manifest.json as loaded: names the exact artifact (audit, lineage, jobs)
 
     @property
     def ready(self) -> bool:
@@ -72,6 +82,15 @@ class ModelEntry:
         return None
 
 
+@dataclass
+class Reloaded:
+    """What :meth:`Repository.reload` did: the entry now served and the versions it retired."""
+
+    entry: ModelEntry
+    retired: list[ModelVersion]
+    loaded: list[ModelVersion]
+
+
 class Repository:
     def __init__(self, settings: Settings, artifact_reader: ArtifactReader | None = None) -> None:
         self.root = settings.server.models
@@ -90,35 +109,83 @@ class Repository:
             self.load_model_dir(model_dir)
 
     def load_model_dir(self, model_dir: Path) -> ModelEntry:
-        name = model_dir.name
+        return self.reload(model_dir.name).entry
+
+    # --- the live repository (blocking: run in a thread) ------------------------------------
+    def reload(self, name: str) -> Reloaded:
+        """Re-read ``<models>/<name>``; load what its policy selects now beside what serves; swap.
+
+        Versions whose manifest and ``model.toml`` are unchanged keep serving as they are. If a
+        newly selected version fails to load, the versions that served before stay in the entry.
+        """
+        model_dir = self.root / name
+        if not model_dir.is_dir() or name.startswith("."):
+            raise ModelNotFound(f"no model '{name}' in the repository")
+        old = self._models.get(name)
         try:
             config = load_model_config(model_dir)
         except ModelConfigError as exc:
-            log.error("model refused", extra={"fields": {"model": name, "reason": str(exc)}})
-            entry = ModelEntry(name, None, error=str(exc))
-            with self._lock:
-                self._models[name] = entry
-            return entry
-        entry = ModelEntry(name, config)
-        selected = config.version_policy.select(list_versions(model_dir))
-        for number in selected:
-            entry.versions[number] = ModelVersion(name, number, model_dir / str(number), config)
-        with self._lock:
-            self._models[name] = entry
-        for version in entry.versions.values():
+            if old is not None and old.latest_ready() is not None:
+                raise ModelNotReady(f"model '{name}' not reloaded: {exc}") from None
+            return Reloaded(self._set(ModelEntry(name, None, error=str(exc))), [], [])
+        entry, loaded = ModelEntry(name, config), []
+        for number in config.version_policy.select(list_versions(model_dir)):
+            current = old.versions.get(number) if old is not None else None
+            if current is not None and current.ready and current.config == config \
+                    and current.manifest_sha256 == _manifest_digest(current.path):
+                entry.versions[number] = current
+                continue
+            version = ModelVersion(name, number, model_dir / str(number), config)
             self._load_version(version)
+            entry.versions[number] = version
+            loaded.append(version)
+        if old is not None and any(not v.ready for v in loaded):
+            for number, version in old.versions.items():  # a failed newcomer leaves the serving ones serving
+                if version.ready:
+                    entry.versions.setdefault(number, version)
+        self._set(entry)
+        kept = {id(v) for v in entry.versions.values()}
+        retired = [v for v in (old.versions.values() if old else ()) if id(v) not in kept]
+        return Reloaded(entry, retired, loaded)
+
+    def fingerprints(self) -> dict[str, tuple[object, ...]]:
+        """What the poller compares: per model folder, its model.toml and version folders' stamps."""
+        out: dict[str, tuple[object, ...]] = {}
+        if not self.root.is_dir():
+            return out
+        for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            toml = model_dir / "model.toml"
+            stamp = toml.stat().st_mtime_ns if toml.exists() else 0
+            out[model_dir.name] = (stamp, *((v, _manifest_digest(model_dir / str(v)))
+                                            for v in list_versions(model_dir)))
+        return out
+
+    def unload(self, name: str) -> list[ModelVersion]:
+        """Stop serving every version of ``name``; returns them for the caller to drain and close."""
+        old = self.entry(name)
+        self._set(ModelEntry(name, old.config, error="unloaded"))
+        return list(old.versions.values())
+
+    def _set(self, entry: ModelEntry) -> ModelEntry:
+        with self._lock:
+            self._models[entry.name] = entry
         return entry
 
     def _load_version(self, version: ModelVersion) -> None:
         started = time.monotonic()
         try:
+            version.manifest_sha256 = _manifest_digest(version.path)
             manifest = read_manifest(version.path)
             problems = verify_files(version.path, manifest)
             if problems:
                 raise ManifestError("integrity check failed: " + "; ".join(problems))
             version.manifest = manifest
             version.compiled = self._compile(version, manifest)
+            warm_up(version.compiled)
         except (ManifestError, RuntimeLoadError, OSError, ValueError) as exc:
+            if version.compiled is not None:
+                version.compiled.close()
+                version.compiled = None
             version.state = VersionState.UNAVAILABLE
             version.reason = str(exc)
             log.error("model refused", extra={"fields": {
@@ -154,10 +221,7 @@ class Repository:
         with self._lock:
             versions = [v for e in self._models.values() for v in e.versions.values()]
         for version in versions:
-            if version.compiled is not None:
-                version.compiled.close()
-            version.state = VersionState.UNLOADED
-            log.info("model unloaded", extra={"fields": {"model": version.name, "version": version.version}})
+            close_version(version)
 
     # --- lookups (event loop; cheap) -----------------------------------------------------
     def models(self) -> list[ModelEntry]:
@@ -192,6 +256,21 @@ class Repository:
         """Every model has a ready version (what /v2/health/ready reports)."""
         entries = self.models()
         return bool(entries) and all(e.latest_ready() is not None for e in entries)
+
+
+def close_version(version: ModelVersion) -> None:
+    """Release a version's runtime (blocking); it must no longer be served."""
+    if version.compiled is not None:
+        version.compiled.close()
+    version.state = VersionState.UNLOADED
+    log.info("model unloaded", extra={"fields": {"model": version.name, "version": version.version}})
+
+
+def _manifest_digest(version_dir: Path) -> str:
+    try:
+        return hashlib.sha256((version_dir / MANIFEST_NAME).read_bytes()).hexdigest()
+    except OSError:
+        return ""
 
 
 def _check_declared_tensors(config: ModelConfig, compiled: CompiledModel) -> None:

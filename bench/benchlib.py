@@ -64,6 +64,66 @@ def copy_repository(source: Path, target: Path, models: tuple[str, ...] = ("digi
     return target
 
 
+def publish_mlp(repository: Path, name: str = "medium", sizes: tuple[int, ...] = (1024, 1536, 1536, 1000),
+                max_batch_size: int = 64) -> Path:
+    """An FP32 ONNX MLP (ReLU between layers, softmax at the end) with seeded random weights: the
+    medium model of FIELD-NOTES' peer comparison (1024→1536→1536→1000, ~500× the bundled model)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from modelrepo import Manifest, publish_version, staging_directory
+
+    rng = np.random.default_rng(0)
+    nodes, weights, previous = [], [], "input"
+    for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        weights.append(numpy_helper.from_array((rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in))
+                                               .astype(np.float32), f"w{i}"))
+        nodes.append(helper.make_node("MatMul", [previous, f"w{i}"], [f"m{i}"]))
+        last = i == len(sizes) - 2
+        nodes.append(helper.make_node("Softmax" if last else "Relu", [f"m{i}"], ["probabilities" if last else f"r{i}"],
+                                      **({"axis": -1} if last else {})))
+        previous = f"r{i}"
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", sizes[0]])],
+                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["n", sizes[-1]])],
+                              initializer=weights)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    model_dir = repository / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "model.toml").write_text(f"max_batch_size = {max_batch_size}\nruntime = \"onnxruntime\"\n")
+    with staging_directory(model_dir) as staging:
+        (staging / "model.onnx").write_bytes(model.SerializeToString())
+        Manifest.for_directory(staging, format="onnx", precision="fp32", model_file="model.onnx").write(staging)
+        publish_version(model_dir, staging)
+    return model_dir
+
+
+def histogram_quantile(before: list[Any], after: list[Any], name: str, q: float, **labels: str) -> float:
+    """The ``q`` quantile (seconds) of what a server histogram observed between two scrapes, by
+    linear interpolation inside the bucket, as Prometheus' histogram_quantile does."""
+    def buckets(samples: list[Any]) -> dict[float, float]:
+        out: dict[float, float] = {}
+        for s in samples:
+            if s.name == f"{name}_bucket" and all(s.labels.get(k) == v for k, v in labels.items()):
+                bound = float(s.labels["le"])
+                out[bound] = out.get(bound, 0.0) + s.value
+        return out
+
+    first, second = buckets(before), buckets(after)
+    bounds = sorted(second)
+    counts = [second[b] - first.get(b, 0.0) for b in bounds]
+    total = counts[-1] if counts else 0.0
+    if total <= 0:
+        return float("nan")
+    rank, lower, below = q * total, 0.0, 0.0
+    for bound, cumulative in zip(bounds, counts, strict=True):
+        if cumulative >= rank:
+            if bound == float("inf"):
+                return lower
+            return lower + (bound - lower) * (rank - below) / max(cumulative - below, 1e-12)
+        lower, below = bound, cumulative
+    return lower
+
+
 def set_toml_section(path: Path, section: str, body: str) -> None:
     """Replace (or append) a ``[section]`` of a model.toml with ``body``."""
     text = path.read_text()

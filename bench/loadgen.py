@@ -52,14 +52,15 @@ def _check_loopback(url: str) -> None:
 
 
 async def run_load(url: str, bodies: list[bytes], *, concurrency: int, seconds: float,
-                   headers: dict[str, str] | None = None, warmup_s: float = 1.0) -> LoadResult:
+                   headers: dict[str, str] | None = None, warmup_s: float = 1.0,
+                   timeout_s: float = 30.0) -> LoadResult:
     """Closed loop: ``concurrency`` workers for ``warmup_s + seconds``; only the last part counts."""
     import aiohttp
 
     _check_loopback(url)
     result = LoadResult(seconds)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=30)
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
     hdrs = {"Content-Type": "application/json", **(headers or {})}
     start = time.monotonic()
     measure_from, stop_at = start + warmup_s, start + warmup_s + seconds

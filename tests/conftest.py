@@ -17,6 +17,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "models"))
+sys.path.insert(0, str(ROOT / "tests" / "server"))  # server_testlib, shared by every front end's tests
 from modelrepo.telemetry import disable_usage_telemetry  # noqa: E402
 
 disable_usage_telemetry()  # before any test module imports openvino or nncf

@@ -30,6 +30,8 @@ ROUTE_SCOPES: dict[str, str] = {
     "/v2/models/{model}/versions/{version}/config": READ,
     "/v2/models/{model}/versions/{version}/infer": INFER,
     "/v2/repository/index": READ,
+    "/v2/repository/models/{model}/load": ADMIN,
+    "/v2/repository/models/{model}/unload": ADMIN,
     "/openapi.json": READ,
     "/metrics": READ,
     # The status page's shell (HTML/JS/CSS, no data) is open so a browser can load it and ask for

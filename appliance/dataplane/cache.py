@@ -4,8 +4,8 @@ The key is a BLAKE2b digest of the model name, the *resolved* version (and its l
 a reloaded version never serves an old entry), the requested outputs and the SHA-256 of every
 input's name, datatype, shape and bytes (``service.tensor_digest``, computed once per request and
 shared with the audit record) — never the request JSON, whose ``id`` would defeat it. Only
-successful outputs are stored; entries of a version no longer served are never looked up again
-and age out through the LRU order and the TTL.
+successful outputs are stored; each entry remembers the version that produced it, so the entries
+of a version are dropped at once when it stops being served (``drop``).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ class _Entry:
     outputs: Outputs
     nbytes: int
     expires: float
+    owner: object
 
 
 def cache_key(model: str, version: str, generation: float, outputs: Iterable[str] | None,
@@ -61,7 +62,8 @@ class PredictionCache:
         self.hits += 1
         return entry.outputs
 
-    def put(self, key: bytes, outputs: Outputs) -> None:
+    def put(self, key: bytes, outputs: Outputs, owner: object = None) -> None:
+        """Store ``outputs``; ``owner`` (e.g. the model version) is what ``drop`` removes them by."""
         nbytes = sum(a.nbytes for a in outputs.values()) + 64 * len(outputs) + 128
         if nbytes > self.max_bytes:
             return
@@ -73,11 +75,18 @@ class PredictionCache:
             copy = np.array(array, copy=True)
             copy.flags.writeable = False
             frozen[name] = copy
-        self._entries[key] = _Entry(frozen, nbytes, time.monotonic() + self.ttl_s)
+        self._entries[key] = _Entry(frozen, nbytes, time.monotonic() + self.ttl_s, owner)
         self.bytes += nbytes
         while self.bytes > self.max_bytes:
             oldest = next(iter(self._entries))
             self._remove(oldest)
+
+    def drop(self, owner: object) -> int:
+        """Remove every entry ``owner`` produced (a version that stopped serving); returns how many."""
+        keys = [key for key, entry in self._entries.items() if entry.owner is owner]
+        for key in keys:
+            self._remove(key)
+        return len(keys)
 
     def _remove(self, key: bytes) -> None:
         entry = self._entries.pop(key)

@@ -38,6 +38,7 @@ class Lane:
     output_names: tuple[str, ...]
     metrics: VersionMetrics
     version_label: str
+    users: int = 0  # requests that resolved this version and are not answered yet (a retire waits for 0)
 
     def validate(self, request: InferRequest) -> dict[str, np.ndarray]:
         """The request's tensors by name, checked against the plan (names, datatypes, shapes)."""

@@ -1,6 +1,6 @@
 """The data plane: one service that every front end (REST, gRPC, batch jobs) calls.
 
-The whole request path reads top to bottom in :meth:`InferenceService.infer`:
+The whole request path reads top to bottom in :meth:`InferenceService.infer` and ``_serve``:
 draining? → resolve the version (once) → room in its admission? (429 before the body is read)
 → decode → validate → cache → admission slot → batcher/runtime → cache fill → audit → observers
 → metrics. A front end only authenticates, decodes and encodes; whatever goes wrong reaches
@@ -27,7 +27,7 @@ from appliance.dataplane.lanes import Lane, build_lane
 from appliance.dataplane.tensors import InferRequest, InferResponse, tensor_digest
 from appliance.errors import ApplianceError, Overloaded, ServiceUnavailable
 from appliance.metrics import Metrics
-from appliance.repository import ModelVersion, Repository
+from appliance.repository import ModelVersion, Repository, close_version
 
 log = logging.getLogger("appliance.service")
 
@@ -73,18 +73,19 @@ class InferenceService:
     async def infer(self, ctx: RequestContext, model: str, version: str | None,
                     source: RequestSource) -> InferResponse:
         """Answer one request, or raise the typed error a front end maps to its status code."""
-        self.active += 1
-        try:
-            return await self._infer(ctx, model, version, source)
-        finally:
-            self.active -= 1
-
-    async def _infer(self, ctx: RequestContext, model: str, version: str | None,
-                     source: RequestSource) -> InferResponse:
         if self.draining:
             raise ServiceUnavailable("server is shutting down", retry_after=5.0)
-        target = self.repository.resolve(model, version)
-        lane = self._lane(target)
+        lane = self._lane(self.repository.resolve(model, version))
+        lane.users += 1  # the version is not closed while a request that resolved it is unanswered
+        self.active += 1
+        try:
+            return await self._serve(ctx, lane, source)
+        finally:
+            self.active -= 1
+            lane.users -= 1
+
+    async def _serve(self, ctx: RequestContext, lane: Lane, source: RequestSource) -> InferResponse:
+        target = lane.target
         ctx.model, ctx.version = target.name, lane.version_label
         admission = lane.admission
         admission.check_room(ctx.body_bytes)  # a flood is refused before its body is read
@@ -110,7 +111,7 @@ class InferenceService:
             outputs, ctx.batch_size = await lane.batcher.run(inputs, ctx.deadline)
             lane.metrics.inference_seconds.observe(time.monotonic() - started)
             if key is not None:
-                self.cache.put(key, outputs)
+                self.cache.put(key, outputs, owner=target)
             return await self._answer(lane, request, ctx, outputs, wanted)
         finally:
             admission.leave(started, in_flight)  # the slot spans the audit commit: its wait is latency too
@@ -154,6 +155,19 @@ class InferenceService:
             lane = self._lanes[id(target)] = build_lane(target, self.settings, self.metrics)
         return lane
 
+    async def retire(self, versions: Iterable[ModelVersion], grace_s: float) -> None:
+        """Versions the repository no longer serves: wait (at most ``grace_s``) for the requests that
+        already resolved them, then drop their lanes and cached answers and close their runtimes."""
+        deadline = time.monotonic() + grace_s
+        lanes = [lane for v in versions if (lane := self._lanes.get(id(v))) is not None]
+        # Polling, not an Event: one per lane would cost every request a set and a clear.
+        while any(lane.users for lane in lanes) and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        for version in versions:
+            self._lanes.pop(id(version), None)
+            self.cache.drop(version)
+        await asyncio.to_thread(_close_all, list(versions))
+
     def admission_stats(self) -> dict[str, dict[str, Any]]:
         """Per model (the newest lane of each): in flight, waiting, queued bytes, the limit in
         force, whether it is adaptive, and the estimated no-load latency."""
@@ -174,3 +188,8 @@ class InferenceService:
                 return False
             await asyncio.sleep(0.01)
         return True
+
+
+def _close_all(versions: list[ModelVersion]) -> None:
+    for version in versions:
+        close_version(version)

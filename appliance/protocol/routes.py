@@ -14,6 +14,7 @@ from appliance.appkeys import CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.tensors import InferRequest
 from appliance.errors import InvalidInput, ModelNotFound, ModelNotReady, RequestTimeout
+from appliance.protocol import repository_routes
 from appliance.protocol.codec import HEADER_LENGTH, EncodedBody, decode_request, encode_response
 from appliance.repository import ModelVersion
 from appliance.status import handlers as status
@@ -139,17 +140,6 @@ async def model_config(request: web.Request) -> web.Response:
     return json_response(doc)
 
 
-async def repository_index(request: web.Request) -> web.Response:
-    rows = []
-    for entry in request.app[REPOSITORY].models():
-        if not entry.versions:
-            rows.append({"name": entry.name, "version": "", "state": "UNAVAILABLE", "reason": entry.error})
-        for number, version in sorted(entry.versions.items()):
-            rows.append({"name": entry.name, "version": str(number), "state": str(version.state),
-                         "reason": version.reason})
-    return json_response(rows)
-
-
 def _context(request: web.Request) -> RequestContext:
     ctx = request.get(CONTEXT)
     if ctx is None:
@@ -251,7 +241,7 @@ def add_routes(app: web.Application) -> None:
         web.get("/v2/models/{model}/versions/{version}/ready", model_ready),
         web.get("/v2/models/{model}/versions/{version}/config", model_config),
         web.post("/v2/models/{model}/versions/{version}/infer", infer),
-        web.post("/v2/repository/index", repository_index),
+        *repository_routes.ROUTES,
         web.get("/openapi.json", openapi),
         # Observability (read scope): the status page, its assets and JSON, Prometheus text.
         web.get("/", status.status_page),

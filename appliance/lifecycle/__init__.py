@@ -1,0 +1,1 @@
+"""Model lifecycle on a running server: live loads and unloads, rollouts, lineage (protocol-free)."""
