@@ -96,7 +96,8 @@ async def serve(settings: Settings) -> int:
     from aiohttp import web
 
     from appliance.app import create_app
-    from appliance.appkeys import SERVICE
+    from appliance.protocol.drain import drain
+    from appliance.system.listeners import open_listeners
     from appliance.system.tls import server_ssl_context
 
     ssl_context = server_ssl_context(settings.tls)
@@ -107,9 +108,10 @@ async def serve(settings: Settings) -> int:
                            keepalive_timeout=settings.http.keepalive_timeout_s,
                            read_bufsize=2**16)
     await runner.setup()
-    site = web.TCPSite(runner, settings.server.host, settings.server.port, ssl_context=ssl_context,
-                       backlog=1024, reuse_address=True)
-    await site.start()
+    # Sockets of our own (not TCPSite's) so that a drain can filter and measure them.
+    listeners = open_listeners(settings.server.host, settings.server.port, backlog=1024)
+    for sock in listeners:
+        await web.SockSite(runner, sock, ssl_context=ssl_context, backlog=1024).start()
     scheme = "https" if ssl_context else "http"
     log.info("listening", extra={"fields": {"url": f"{scheme}://{settings.server.host}:{settings.server.port}"}})
     stop = asyncio.Event()
@@ -118,7 +120,6 @@ async def serve(settings: Settings) -> int:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining", extra={"fields": {"grace_s": settings.server.drain_grace_s}})
-    finished = await app[SERVICE].drain(settings.server.drain_grace_s)
-    await runner.cleanup()
+    finished = await drain(runner, listeners, settings.server.drain_grace_s)
     log.info("stopped", extra={"fields": {"drained": finished}})
     return 0

@@ -19,6 +19,7 @@ from appliance.dataplane.context import RequestContext
 from appliance.errors import ApplianceError
 from appliance.logs import RequestLog
 from appliance.observability import tracing
+from appliance.protocol.drain import close_when_draining
 from appliance.protocol.errors import from_http_exception, status_of, to_response
 
 log = logging.getLogger("appliance.request")
@@ -61,6 +62,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = to_response(ApplianceError("internal server error"))
     headers = response.headers
+    close_when_draining(request, response)
     headers["Server"] = "model-appliance"  # not aiohttp's default, which names Python's and aiohttp's versions
     headers["X-Request-ID"] = ctx.request_id
     headers["traceparent"] = trace.traceparent
