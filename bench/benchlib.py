@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -74,7 +75,7 @@ def publish_mlp(repository: Path, name: str = "medium", sizes: tuple[int, ...] =
 
     rng = np.random.default_rng(0)
     nodes, weights, previous = [], [], "input"
-    for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:], strict=False)):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         weights.append(numpy_helper.from_array((rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in))
                                                .astype(np.float32), f"w{i}"))
         nodes.append(helper.make_node("MatMul", [previous, f"w{i}"], [f"m{i}"]))
