@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "appliance.commands.serve",
     "appliance.commands.config",
     "appliance.commands.models",
+    "appliance.commands.rollout",
     "appliance.audit.cli",
     "appliance.auth.cli",
     "optimizer.cli",

@@ -66,6 +66,8 @@ class ModelConfig:
     adaptive: bool | None = None  # None: the server's limits.adaptive
     cache_enabled: bool = False
     capture_payloads: bool = False
+    #: ``[rollout]``: default thresholds of this model's rollouts (min_samples, max_error_rate, ...).
+    rollout: tuple[tuple[str, float], ...] = ()
 
     @property
     def batched(self) -> bool:
@@ -102,7 +104,7 @@ def _policy(raw: Any, where: str) -> VersionPolicy:
 
 _TOP_KEYS = {
     "runtime", "device", "max_batch_size", "labels", "description", "version_policy", "input",
-    "output", "batching", "limits", "cache", "audit",
+    "output", "batching", "limits", "cache", "audit", "rollout",
 }
 
 
@@ -140,7 +142,14 @@ def parse_model_config(name: str, data: dict[str, Any], source: str = "model.tom
         adaptive=_optional_bool(limits.get("adaptive"), f"{source} [limits] adaptive"),
         cache_enabled=bool(cache.get("enabled", False)),
         capture_payloads=bool(audit.get("capture_payloads", False)),
+        rollout=_rollout_defaults(data.get("rollout", {}), f"{source} [rollout]"),
     )
+
+
+def _rollout_defaults(raw: Any, where: str) -> tuple[tuple[str, float], ...]:
+    if not isinstance(raw, dict) or any(isinstance(v, bool) or not isinstance(v, int | float) for v in raw.values()):
+        raise ModelConfigError(f"{where}: must be a table of numbers")
+    return tuple(sorted((str(k), float(v)) for k, v in raw.items()))
 
 
 def _optional_bool(value: Any, where: str) -> bool | None:

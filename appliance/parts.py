@@ -28,6 +28,9 @@ from appliance.config import Settings
 from appliance.dataplane.cache import PredictionCache
 from appliance.dataplane.service import InferenceService
 from appliance.lifecycle.control import ModelControl
+from appliance.lifecycle.rollout import Rollout, RolloutStore
+from appliance.lifecycle.rollout_control import RolloutControl, pins
+from appliance.lifecycle.router import Router
 from appliance.metrics import Metrics
 from appliance.observability import Observability
 from appliance.observability.collectors import ScrapeCollector
@@ -55,8 +58,10 @@ class Parts:
     guard: Guard
     observability: Observability
     models: ModelControl
+    rollouts: RolloutControl
     _loading: asyncio.Task[None] | None = None
     _polling: asyncio.Task[None] | None = None
+    _watching: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Begin loading the models and sampling; returns at once (readiness follows the load)."""
@@ -74,12 +79,16 @@ class Parts:
         interval = self.settings.server.models_poll_interval_s
         if interval > 0:
             self._polling = asyncio.create_task(self.models.poll_forever(interval))
+        self._watching = asyncio.create_task(self.rollouts.watch_forever())
 
     async def aclose(self) -> None:
-        if self._polling is not None:
-            self._polling.cancel()
+        for task in (self._polling, self._watching):
+            if task is not None:
+                task.cancel()
         # The initial load runs in a thread that cannot be cancelled: let it finish first.
-        await asyncio.gather(*(t for t in (self._loading, self._polling) if t is not None), return_exceptions=True)
+        await asyncio.gather(*(t for t in (self._loading, self._polling, self._watching) if t is not None),
+                             return_exceptions=True)
+        await self.rollouts.aclose()
         await self.models.aclose()
         await self.observability.stop()
         await asyncio.to_thread(self.repository.close)
@@ -104,20 +113,30 @@ def build_parts(settings: Settings) -> Parts:
     audit_log = open_audit_log(settings)
     metrics = Metrics()
     state = ServerState()
-    repository = Repository(settings, artifact_reader=SealedArtifactReader(settings))
+    store = RolloutStore(settings.server.state_dir / "rollouts.json")
+    repository = Repository(settings, artifact_reader=SealedArtifactReader(settings), pins=pins(store))
     observability = Observability.create(settings)
     service: InferenceService | None = None
     auditor = None
     if settings.audit.enabled:
         auditor = InferenceAuditor(audit_log, lambda: service.active if service is not None else 0)
     observers = [observability.quality.observe] if settings.observability.prediction_quality else []
+    rollouts: RolloutControl | None = None
+
+    def rolled_back(rollout: Rollout) -> None:
+        if rollouts is not None:
+            rollouts.on_router_rollback(rollout)
+
+    router = Router(store, on_event=rolled_back)
     service = InferenceService(settings, repository, metrics,
                                PredictionCache(settings.cache.max_bytes, settings.cache.ttl_s),
-                               audit=auditor, observers=observers)
+                               audit=auditor, observers=observers, router=router)
+    models = ModelControl(settings, repository, service, audit_log)
+    rollouts = RolloutControl(store, router, models, repository, audit_log)
     metrics.registry.register(ScrapeCollector(service, repository, lambda: audit_log, lambda: state.ready))
     metrics.registry.register(observability.quality)
     return Parts(settings, state, metrics, repository, audit_log, auditor, service, Guard(settings),
-                 observability, ModelControl(settings, repository, service, audit_log))
+                 observability, models, rollouts)
 
 
 def settings_digest(settings: Settings) -> str:

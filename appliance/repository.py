@@ -91,11 +91,17 @@ class Reloaded:
     loaded: list[ModelVersion]
 
 
+#: Versions a model must keep loaded whatever its version policy says (a rollout's stable and candidate).
+Pins = Callable[[str], set[int]]
+
+
 class Repository:
-    def __init__(self, settings: Settings, artifact_reader: ArtifactReader | None = None) -> None:
+    def __init__(self, settings: Settings, artifact_reader: ArtifactReader | None = None,
+                 pins: Pins | None = None) -> None:
         self.root = settings.server.models
         self._settings = settings
         self._reader = artifact_reader
+        self._pins = pins
         self._models: dict[str, ModelEntry] = {}
         self._lock = threading.Lock()
 
@@ -129,10 +135,12 @@ class Repository:
                 raise ModelNotReady(f"model '{name}' not reloaded: {exc}") from None
             return Reloaded(self._set(ModelEntry(name, None, error=str(exc))), [], [])
         entry, loaded = ModelEntry(name, config), []
-        for number in config.version_policy.select(list_versions(model_dir)):
+        available = list_versions(model_dir)
+        pinned = self._pins(name) if self._pins is not None else set()
+        for number in sorted({*config.version_policy.select(available), *(pinned & set(available))}):
             current = old.versions.get(number) if old is not None else None
             if current is not None and current.ready and current.config == config \
-                    and current.manifest_sha256 == _manifest_digest(current.path):
+                    and current.manifest_sha256 == manifest_digest(current.path):
                 entry.versions[number] = current
                 continue
             version = ModelVersion(name, number, model_dir / str(number), config)
@@ -156,7 +164,7 @@ class Repository:
         for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             toml = model_dir / "model.toml"
             stamp = toml.stat().st_mtime_ns if toml.exists() else 0
-            out[model_dir.name] = (stamp, *((v, _manifest_digest(model_dir / str(v)))
+            out[model_dir.name] = (stamp, *((v, manifest_digest(model_dir / str(v)))
                                             for v in list_versions(model_dir)))
         return out
 
@@ -174,7 +182,7 @@ class Repository:
     def _load_version(self, version: ModelVersion) -> None:
         started = time.monotonic()
         try:
-            version.manifest_sha256 = _manifest_digest(version.path)
+            version.manifest_sha256 = manifest_digest(version.path)
             manifest = read_manifest(version.path)
             problems = verify_files(version.path, manifest)
             if problems:
@@ -266,7 +274,8 @@ def close_version(version: ModelVersion) -> None:
     log.info("model unloaded", extra={"fields": {"model": version.name, "version": version.version}})
 
 
-def _manifest_digest(version_dir: Path) -> str:
+def manifest_digest(version_dir: Path) -> str:
+    """SHA-256 of a version's manifest.json ('' when unreadable): the name of the exact artifact."""
     try:
         return hashlib.sha256((version_dir / MANIFEST_NAME).read_bytes()).hexdigest()
     except OSError:

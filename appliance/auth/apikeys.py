@@ -28,10 +28,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from appliance.auth.filewatch import WatchedFile
 from appliance.auth.principal import SCOPES, Principal, ScopeError
 from appliance.config import Settings
 from appliance.system.privatefiles import write_private
+from appliance.system.watchedfile import WatchedFile
 
 PREFIX = "mak_"
 _ID_HEX = 16  # 64-bit public key id

@@ -29,6 +29,8 @@ ROUTE_SCOPES: dict[str, str] = {
     "/v2/models/{model}/versions/{version}/ready": READ,
     "/v2/models/{model}/versions/{version}/config": READ,
     "/v2/models/{model}/versions/{version}/infer": INFER,
+    "/v2/models/{model}/versions/{version}/lineage": READ,
+    "/v2/models/{model}/rollout": ADMIN,
     "/v2/repository/index": READ,
     "/v2/repository/models/{model}/load": ADMIN,
     "/v2/repository/models/{model}/unload": ADMIN,

@@ -24,10 +24,10 @@ from typing import Any
 
 import jwt
 
-from appliance.auth.filewatch import WatchedFile
 from appliance.auth.principal import Principal, parse_scopes
 from appliance.config import AuthSettings, ConfigError
 from appliance.errors import Unauthenticated
+from appliance.system.watchedfile import WatchedFile
 
 _FAMILIES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP", "HS": "oct"}
 _CACHE_SIZE = 1024  # header fields are ≤ 8 KiB: at most ~8 MiB of cached tokens

@@ -1,9 +1,10 @@
 """The data plane: one service that every front end (REST, gRPC, batch jobs) calls.
 
 The whole request path reads top to bottom in :meth:`InferenceService.infer` and ``_serve``:
-draining? → resolve the version (once) → room in its admission? (429 before the body is read)
-→ decode → validate → cache → admission slot → batcher/runtime → cache fill → audit → observers
-→ metrics. A front end only authenticates, decodes and encodes; whatever goes wrong reaches
+draining? → route and resolve the version (once; a rollout may pick the candidate) → room in its
+admission? (429 before the body is read) → decode → validate → cache → admission slot →
+batcher/runtime → cache fill → mirror to the version a rollout compares with (shed first) → audit
+→ observers → metrics. A front end only authenticates, decodes and encodes; whatever goes wrong reaches
 metrics, the audit log and the refusal pacing through one door, :meth:`InferenceService.refuse`.
 Nothing here imports a wire protocol.
 """
@@ -25,7 +26,9 @@ from appliance.dataplane.cache import PredictionCache, cache_key
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.lanes import Lane, build_lane
 from appliance.dataplane.tensors import InferRequest, InferResponse, tensor_digest
-from appliance.errors import ApplianceError, Overloaded, ServiceUnavailable
+from appliance.errors import ApplianceError, InferenceFailed, Overloaded, ServiceUnavailable
+from appliance.lifecycle.agreement import compare
+from appliance.lifecycle.router import Decision, Router
 from appliance.metrics import Metrics
 from appliance.repository import ModelVersion, Repository, close_version
 
@@ -57,8 +60,10 @@ OutcomeObserver = Callable[[InferOutcome], None]
 
 class InferenceService:
     def __init__(self, settings: Settings, repository: Repository, metrics: Metrics, cache: PredictionCache,
-                 audit: AuditSink | None = None, observers: Iterable[OutcomeObserver] = ()) -> None:
+                 audit: AuditSink | None = None, observers: Iterable[OutcomeObserver] = (),
+                 router: Router | None = None) -> None:
         self.settings = settings
+        self.router = router
         self.repository = repository
         self.metrics = metrics
         self.cache = cache
@@ -67,6 +72,7 @@ class InferenceService:
         self.active = 0  # requests inside infer(): the audit log commits early once all of them wait on it
         self.refusals = RefusalPacer(settings.limits.refusals_per_s)
         self._lanes: dict[int, Lane] = {}
+        self._mirrors: set[asyncio.Task[None]] = set()
         self.observers = list(observers)
 
     # --- the request path --------------------------------------------------------------
@@ -75,16 +81,30 @@ class InferenceService:
         """Answer one request, or raise the typed error a front end maps to its status code."""
         if self.draining:
             raise ServiceUnavailable("server is shutting down", retry_after=5.0)
-        lane = self._lane(self.repository.resolve(model, version))
+        decision = self.router.decide(model, ctx.route_keys) if version is None and self.router else None
+        lane = self._lane(self._resolve(model, version, decision))
+        if decision is not None and lane.target.version != decision.version:
+            decision = None  # the rollout's pick is not loaded: the default version answers
+        ctx.route = decision.route if decision is not None else ""
+        mirror = self._mirror_lane(model, decision)
         lane.users += 1  # the version is not closed while a request that resolved it is unanswered
         self.active += 1
+        failed = True
         try:
-            return await self._serve(ctx, lane, source)
+            response = await self._serve(ctx, lane, source, mirror)
+            failed = False
+            return response
+        except ApplianceError as error:
+            failed = isinstance(error, InferenceFailed)
+            raise
         finally:
             self.active -= 1
             lane.users -= 1
+            if decision is not None and self.router is not None:
+                self.router.observe(model, ctx.route, time.monotonic() - ctx.started, failed)
 
-    async def _serve(self, ctx: RequestContext, lane: Lane, source: RequestSource) -> InferResponse:
+    async def _serve(self, ctx: RequestContext, lane: Lane, source: RequestSource,
+                     mirror: Lane | None) -> InferResponse:
         target = lane.target
         ctx.model, ctx.version = target.name, lane.version_label
         admission = lane.admission
@@ -100,7 +120,7 @@ class InferenceService:
             if cached is not None:
                 lane.metrics.cache_hit.inc()
                 ctx.cache_hit = True
-                return await self._answer(lane, request, ctx, cached, wanted)
+                return await self._answer(lane, request, ctx, cached, wanted, mirror, inputs)
             lane.metrics.cache_miss.inc()
         queued = time.monotonic()
         if not admission.try_enter():
@@ -112,12 +132,14 @@ class InferenceService:
             lane.metrics.inference_seconds.observe(time.monotonic() - started)
             if key is not None:
                 self.cache.put(key, outputs, owner=target)
-            return await self._answer(lane, request, ctx, outputs, wanted)
+            return await self._answer(lane, request, ctx, outputs, wanted, mirror, inputs)
         finally:
             admission.leave(started, in_flight)  # the slot spans the audit commit: its wait is latency too
 
-    async def _answer(self, lane: Lane, request: InferRequest, ctx: RequestContext,
-                      outputs: dict[str, np.ndarray], wanted: tuple[str, ...]) -> InferResponse:
+    async def _answer(self, lane: Lane, request: InferRequest, ctx: RequestContext, outputs: dict[str, np.ndarray],
+                      wanted: tuple[str, ...], mirror: Lane | None, inputs: dict[str, np.ndarray]) -> InferResponse:
+        if mirror is not None:
+            self._mirror(lane, mirror, inputs, outputs, ctx)
         selected = {name: outputs[name] for name in wanted}
         if self.audit is not None or self.observers:
             outcome = InferOutcome(ctx, lane.target, 200, request, selected)
@@ -147,6 +169,57 @@ class InferenceService:
                 observe(outcome)
         except Exception:  # an observer's bug must never fail a served request
             log.exception("outcome observer failed")
+
+    # --- rollouts: which version answers, which one is compared ---------------------------
+    def _resolve(self, model: str, version: str | None, decision: Decision | None) -> ModelVersion:
+        """The version that answers; a rollout's pick unless that version is not loaded (then the
+        default, so a rollout can never make a model unavailable)."""
+        if decision is not None:
+            try:
+                return self.repository.resolve(model, str(decision.version))
+            except ApplianceError:
+                pass
+        return self.repository.resolve(model, version)
+
+    def _mirror_lane(self, model: str, decision: Decision | None) -> Lane | None:
+        if decision is None or decision.compare is None:
+            return None
+        try:
+            return self._lane(self.repository.resolve(model, str(decision.compare)))
+        except ApplianceError:
+            return None
+
+    def _mirror(self, lane: Lane, mirror: Lane, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                ctx: RequestContext) -> None:
+        """Run the same inputs on the version the rollout compares with, after this request and only
+        with room to spare on both versions: mirrored work is the first to be shed under load."""
+        router = self.router
+        if router is None:
+            return
+        busy = lane.admission.in_flight > max(1, lane.admission.max_concurrency // 2)
+        if busy or not mirror.admission.try_enter():
+            router.shed(ctx.model)
+            return
+        task = asyncio.create_task(self._compare(mirror, inputs, outputs, ctx.model, ctx.route != "canary"))
+        self._mirrors.add(task)
+        task.add_done_callback(self._mirrors.discard)
+
+    async def _compare(self, mirror: Lane, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
+                       model: str, mirror_is_candidate: bool) -> None:
+        router = self.router
+        started, in_flight = time.monotonic(), mirror.admission.in_flight
+        try:
+            other, _ = await mirror.batcher.run(inputs, None)
+        except ApplianceError:
+            if router is not None and mirror_is_candidate:
+                router.observe(model, "canary", time.monotonic() - started, True)
+            return
+        finally:
+            mirror.admission.leave(started, in_flight)
+        if router is not None:
+            if mirror_is_candidate:  # shadow mode: the mirrored answers are the candidate's samples
+                router.observe(model, "canary", time.monotonic() - started, False)
+            router.compared(model, compare(outputs, other))
 
     # --- per-version state ---------------------------------------------------------------
     def _lane(self, target: ModelVersion) -> Lane:

@@ -14,7 +14,7 @@ from appliance.appkeys import CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.tensors import InferRequest
 from appliance.errors import InvalidInput, ModelNotFound, ModelNotReady, RequestTimeout
-from appliance.protocol import repository_routes
+from appliance.protocol import repository_routes, rollout_routes
 from appliance.protocol.codec import HEADER_LENGTH, EncodedBody, decode_request, encode_response
 from appliance.repository import ModelVersion
 from appliance.status import handlers as status
@@ -179,6 +179,7 @@ async def infer(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     ctx = _context(request)
     ctx.body_bytes = request.content_length or 0
+    ctx.route_keys = request.headers  # a sticky A/B rollout hashes on one of them
     header = request.headers.get(HEADER_LENGTH)
     try:
         header_length = int(header) if header is not None else None
@@ -208,7 +209,7 @@ async def infer(request: web.Request) -> web.Response:
 
 
 def _encoded_response(request: web.Request, encoded: EncodedBody, ctx: RequestContext) -> web.Response:
-    headers = {"X-Cache": "HIT" if ctx.cache_hit else "MISS"}
+    headers = {"X-Cache": "HIT" if ctx.cache_hit else "MISS", "X-Model-Version": ctx.version}
     if ctx.batch_size:
         headers["X-Batch-Size"] = str(ctx.batch_size)
     if encoded.header_length is not None:
@@ -242,6 +243,7 @@ def add_routes(app: web.Application) -> None:
         web.get("/v2/models/{model}/versions/{version}/config", model_config),
         web.post("/v2/models/{model}/versions/{version}/infer", infer),
         *repository_routes.ROUTES,
+        *rollout_routes.ROUTES,
         web.get("/openapi.json", openapi),
         # Observability (read scope): the status page, its assets and JSON, Prometheus text.
         web.get("/", status.status_page),

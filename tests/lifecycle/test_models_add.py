@@ -1,0 +1,99 @@
+"""Bring your own model: `appliance models add` + one load call serve it without a restart, with the
+same answers as ONNX Runtime run directly; what cannot be served is refused and nothing is written;
+`appliance rollout` from the command line reaches a running server."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+from server_testlib import client_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _appliance(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, cwd=ROOT,
+                          env={"APPLIANCE_AUDIT_ENABLED": "false", "PATH": "/usr/bin:/bin"})
+
+
+def _user_model(path: Path) -> Path:
+    """A user's own model: x [batch, 3] → Gemm → Sigmoid → score [batch, 2], plus a dynamic second input dim."""
+    rng = np.random.default_rng(7)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["h"]), helper.make_node("Sigmoid", ["h"], ["score"])],
+        "user", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch", 2])],
+        initializer=[numpy_helper.from_array(rng.standard_normal((3, 2)).astype(np.float32), "w"),
+                     numpy_helper.from_array(rng.standard_normal(2).astype(np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+async def test_an_added_onnx_model_serves_after_one_load_call(repository: Path, tmp_path: Path) -> None:
+    client = await client_for(repository, tmp_path)
+    try:
+        source = _user_model(tmp_path / "user.onnx")
+        result = await asyncio.to_thread(_appliance, "models", "add", str(source), "--name", "scorer",
+                                         "--models", str(repository))
+        assert result.returncode == 0, result.stderr
+        toml = (repository / "scorer" / "model.toml").read_text()
+        assert "max_batch_size = 64" in toml and 'name = "x"' in toml and "dims = [3]" in toml
+        assert (await client.post("/v2/repository/models/scorer/load")).status == 200
+        x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+        response = await client.post("/v2/models/scorer/infer", json={"inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [5, 3], "data": x.ravel().tolist()}]})
+        assert response.status == 200, await response.text()
+        served = np.array((await response.json())["outputs"][0]["data"], dtype=np.float32).reshape(5, 2)
+        direct = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        np.testing.assert_array_equal(served, direct)
+        listed = await asyncio.to_thread(_appliance, "models", "list", "--models", str(repository))
+        assert "scorer/1\tonnx\tfp32\tok" in listed.stdout
+    finally:
+        await client.close()
+
+
+def test_what_cannot_be_opened_is_refused_in_one_line_and_nothing_is_written(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"this is not a model")
+    repository = tmp_path / "models"
+    repository.mkdir()
+    result = _appliance("models", "add", str(bad), "--name", "broken", "--models", str(repository))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "cannot open" in result.stderr
+    assert list(repository.iterdir()) == []
+
+
+async def test_a_rollout_set_from_the_command_line_reaches_the_running_server(repository: Path,
+                                                                              tmp_path: Path) -> None:
+    from lifecycle_testlib import publish_copy
+
+    publish_copy(repository / "digits")
+    client = await client_for(repository, tmp_path)
+    state = tmp_path / "state"
+    try:
+        result = await asyncio.to_thread(_appliance, "rollout", "set", "digits", "--stable", "1", "--candidate", "2",
+                                         "--mode", "canary", "--share", "1.0", "--state-dir", str(state))
+        assert result.returncode == 0, result.stderr
+        x = np.zeros((1, 64), dtype=np.float32)
+        doc = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": x.ravel().tolist()}]}
+        version = ""
+        for _ in range(100):  # the server re-reads the rollout file within a second
+            response = await client.post("/v2/models/digits/infer", json=doc, headers={"Cache-Control": "no-cache"})
+            version = response.headers["X-Model-Version"]
+            if version == "2":
+                break
+            await asyncio.sleep(0.05)
+        assert version == "2"
+        shown = await asyncio.to_thread(_appliance, "rollout", "rollback", "digits", "--state-dir", str(state))
+        assert shown.returncode == 0 and "rolled_back" in shown.stdout
+    finally:
+        await client.close()
