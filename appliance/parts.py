@@ -34,6 +34,7 @@ from appliance.lifecycle.router import Router
 from appliance.metrics import Metrics
 from appliance.observability import Observability
 from appliance.observability.collectors import ScrapeCollector
+from appliance.observability.rollouts import RolloutCollector
 from appliance.repository import Repository
 
 log = logging.getLogger("appliance")
@@ -135,6 +136,7 @@ def build_parts(settings: Settings) -> Parts:
     rollouts = RolloutControl(store, router, models, repository, audit_log)
     metrics.registry.register(ScrapeCollector(service, repository, lambda: audit_log, lambda: state.ready))
     metrics.registry.register(observability.quality)
+    metrics.registry.register(RolloutCollector(router))
     return Parts(settings, state, metrics, repository, audit_log, auditor, service, Guard(settings),
                  observability, models, rollouts)
 
