@@ -52,7 +52,10 @@ def _infer(params: list[dict[str, Any]]) -> dict[str, Any]:
     return {"post": {
         "summary": "Run inference (JSON tensors, or JSON header + binary tensors)",
         "parameters": [*params, {"name": "Inference-Header-Content-Length", "in": "header", "required": False,
-                                 "schema": {"type": "integer", "minimum": 0}}],
+                                 "schema": {"type": "integer", "minimum": 0}},
+                       {"name": "X-Request-Timeout-Ms", "in": "header", "required": False,
+                        "description": "Deadline in milliseconds (overrides the `timeout` parameter).",
+                        "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True}}],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},

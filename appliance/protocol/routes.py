@@ -4,6 +4,7 @@ decode, call the service, encode."""
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import orjson
@@ -169,7 +170,9 @@ def _apply_request_options(ctx: RequestContext, request: web.Request, parameters
         try:
             timeout_ms = float(header)
         except ValueError:
-            raise InvalidInput("X-Request-Timeout-Ms must be a number of milliseconds") from None
+            timeout_ms = math.nan
+        if not 0 < timeout_ms < math.inf:  # "-5" or "0" was a 504, "nan" no deadline at all
+            raise InvalidInput("X-Request-Timeout-Ms must be a positive number of milliseconds")
     if timeout_ms is None and request.app[SETTINGS].limits.default_timeout_ms:
         timeout_ms = request.app[SETTINGS].limits.default_timeout_ms
     if timeout_ms is not None:

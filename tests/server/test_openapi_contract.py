@@ -90,3 +90,27 @@ def test_codec_accepts_the_nulls_the_schema_allows() -> None:
                        "outputs": [{"name": "probabilities", "parameters": {"binary_data": False}}]})
     assert request.binary_output
     assert request.outputs is not None and request.outputs[0].binary is False
+
+
+def _infer_status(server: ServerProcess, headers: dict[str, str]) -> int:
+    import urllib.error
+    import urllib.request
+
+    body = json.dumps({"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": [1.0] * 64}]})
+    request = urllib.request.Request(f"{server.url}/v2/models/digits/infer", data=body.encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "Cache-Control": "no-cache",
+                                              **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+@pytest.mark.parametrize(("value", "status"), [
+    ("-5", 400), ("0", 400), ("nan", 400), ("inf", 400), ("soon", 400), ("60000", 200), ("2.5e4", 200)])
+def test_request_timeout_header_is_a_positive_number(contract_server: ServerProcess, value: str,
+                                                     status: int) -> None:
+    """The schema says a number > 0; "-5" and "0" used to answer 504 (a server error for a client's
+    mistake) and "nan" disabled the deadline."""
+    assert _infer_status(contract_server, {"X-Request-Timeout-Ms": value}) == status
