@@ -147,7 +147,9 @@ class Metrics:
                                         "Requests refused before inference (429/503/504) by reason.",
                                         ["model", "reason"])
         self.cache = CounterFamily("appliance_cache_lookups", "Prediction-cache lookups.", ["model", "result"])
-        self.http_errors = CounterFamily("appliance_http_errors", "Error responses by status code.", ["status"])
+        self.http_errors = CounterFamily("appliance_http_errors",
+                                         "Error responses by status code and class (server_error, rejected, "
+                                         "auth, client_error).", ["status", "class"])
         for family in (self.requests, self.request_seconds, self.inference_seconds, self.queue_seconds,
                        self.batch_size, self.batch_requests, self.rejections, self.cache, self.http_errors):
             r.register(family)
@@ -170,7 +172,7 @@ class Metrics:
     def count_http_error(self, status: int) -> None:
         child = self._http_error_children.get(status)
         if child is None:
-            child = self._http_error_children[status] = self.http_errors.labels(str(status))
+            child = self._http_error_children[status] = self.http_errors.labels(str(status), status_class(status))
         child.inc()
 
     def for_version(self, model: str, version: str) -> VersionMetrics:
@@ -216,3 +218,25 @@ def rejection_reason(error: e.ApplianceError) -> str:
         if isinstance(error, cls):
             return reason
     return ""
+
+
+#: Refusals that protect the server (load shedding, not ready, deadline): not failures of it.
+REJECTED_STATUSES = frozenset({429, 503, 504})
+AUTH_STATUSES = frozenset({401, 403})
+
+
+def status_class(status: int) -> str:
+    """The class of an answer, for ``appliance_http_errors_total{class}`` and the status page.
+
+    Kept apart because they call for different people: ``server_error`` (5xx but the refusals) is
+    the operator's problem, ``rejected`` says the server is saturated, ``auth`` is a missing or
+    wrong key, ``client_error`` a malformed request. One rate of all of them made a single 401
+    read as "100 % errors".
+    """
+    if status < 400:
+        return "ok"
+    if status in REJECTED_STATUSES:
+        return "rejected"
+    if status in AUTH_STATUSES:
+        return "auth"
+    return "server_error" if status >= 500 else "client_error"

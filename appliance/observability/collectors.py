@@ -34,6 +34,16 @@ def audit_snapshot(audit: Any) -> dict[str, Any]:
     return {"enabled": True, **doc}
 
 
+def _add_limits(limit: GaugeMetricFamily, noload: GaugeMetricFamily, model: str, stats: dict[str, Any]) -> None:
+    """The limiter's figures where the service reports them: ``limit`` and ``noload_ms`` came with
+    adaptive admission, so a service without them exports no sample rather than a made-up 0."""
+    if stats.get("limit") is not None:
+        limit.add_metric([model], stats["limit"])
+    noload_ms = stats.get("noload_ms")
+    if noload_ms is not None and noload_ms > 0:  # 0 / None: not measured yet (no request finished)
+        noload.add_metric([model], noload_ms / 1000)
+
+
 class ScrapeCollector:
     def __init__(self, service: InferenceService, repository: Repository, audit: AuditSource,
                  ready: Callable[[], bool]) -> None:
@@ -70,14 +80,21 @@ class ScrapeCollector:
         depth = GaugeMetricFamily("appliance_queue_depth", "Requests waiting for admission.", labels=["model"])
         queued = GaugeMetricFamily("appliance_queued_bytes", "Request bytes waiting for admission.",
                                    labels=["model"])
+        limit = GaugeMetricFamily("appliance_admission_limit",
+                                  "Requests a model admits at once now (adaptive, or the fixed max_concurrency).",
+                                  labels=["model"])
+        noload = GaugeMetricFamily("appliance_admission_noload_latency_seconds",
+                                   "Latency the adaptive limiter estimates for a request that does not queue.",
+                                   labels=["model"])
         for model, stats in self._service.admission_stats().items():
             in_flight.add_metric([model], stats["in_flight"])
             depth.add_metric([model], stats["waiting"])
             queued.add_metric([model], stats["queued_bytes"])
+            _add_limits(limit, noload, model, stats)
         paced = CounterMetricFamily("appliance_refusals_paced",
                                     "429s held for their turn because refusals exceeded limits.refusals_per_s.")
         paced.add_metric([], self._service.refusals.paced)
-        yield from (in_flight, depth, queued, paced)
+        yield from (in_flight, depth, queued, limit, noload, paced)
 
     def _cache(self) -> Iterator[Metric]:
         cache = self._service.cache

@@ -14,11 +14,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from appliance.metrics import LATENCY_BUCKETS, Metrics
+from appliance.metrics import LATENCY_BUCKETS, Metrics, status_class
 
 #: Intervals a percentile point looks back over (smooths light traffic).
 QUANTILE_SPAN = 5
-_REJECTED = frozenset({"429", "503", "504"})
+#: The ``Sample`` field each class of answer adds to (``metrics.status_class``).
+_FIELD = {"ok": "ok", "server_error": "errors", "rejected": "rejected", "auth": "auth_failures",
+          "client_error": "client_errors"}
+#: Rate series of the page, each the share of all answers in one class.
+_RATES = (("error_rate", "errors"), ("rejection_rate", "rejected"), ("client_error_rate", "client_errors"),
+          ("auth_failure_rate", "auth_failures"))
 
 
 @dataclass(slots=True)
@@ -26,8 +31,10 @@ class Sample:
     t: float  # wall clock, for the chart's axis
     mono: float
     ok: float = 0.0
-    errors: float = 0.0
-    rejected: float = 0.0
+    errors: float = 0.0  # server errors: 5xx other than the refusals below
+    rejected: float = 0.0  # 429 / 503 / 504: load shedding, not ready, deadline
+    client_errors: float = 0.0  # 4xx other than auth and 429
+    auth_failures: float = 0.0  # 401 / 403
     cache_hits: float = 0.0
     cache_misses: float = 0.0
     batch_sum: float = 0.0
@@ -68,16 +75,9 @@ def take_sample(metrics: Metrics, admission: dict[str, dict[str, Any]]) -> Sampl
             continue
         key = (s.labels["model"], s.labels["version"])
         row = sample.per_version.setdefault(key, [0.0, 0.0])
-        status = s.labels["status"]
-        if status == "200":
-            sample.ok += s.value
-            row[0] += s.value
-        else:
-            row[1] += s.value
-            if status in _REJECTED:
-                sample.rejected += s.value
-            else:
-                sample.errors += s.value
+        field_name = _FIELD[_class_of(s.labels["status"])]
+        setattr(sample, field_name, getattr(sample, field_name) + s.value)
+        row[0 if field_name == "ok" else 1] += s.value
     for s in _samples(metrics.cache):
         if s.name.endswith("_total"):
             if s.labels["result"] == "hit":
@@ -86,6 +86,10 @@ def take_sample(metrics: Metrics, admission: dict[str, dict[str, Any]]) -> Sampl
                 sample.cache_misses += s.value
     _fold_histogram(metrics, sample)
     return sample
+
+
+def _class_of(status: str) -> str:
+    return status_class(int(status)) if status.isdigit() else "server_error"
 
 
 def _fold_histogram(metrics: Metrics, sample: Sample) -> None:
@@ -123,13 +127,13 @@ class History:
         """Per-interval rates and trailing-window latency percentiles (milliseconds)."""
         samples = list(self._samples)
         out: dict[str, list[Any]] = {k: [] for k in (
-            "t", "rps", "p50_ms", "p95_ms", "p99_ms", "error_rate", "rejection_rate", "cache_hit_rate",
+            "t", "rps", "p50_ms", "p95_ms", "p99_ms", *(name for name, _ in _RATES), "cache_hit_rate",
             "queue_depth", "in_flight", "batch_mean")}
         for i in range(1, len(samples)):
             prev, cur = samples[i - 1], samples[i]
             dt = max(1e-6, cur.mono - prev.mono)
-            ok, errors, rejected = cur.ok - prev.ok, cur.errors - prev.errors, cur.rejected - prev.rejected
-            total = ok + errors + rejected
+            delta = {f: getattr(cur, f) - getattr(prev, f) for f in _FIELD.values()}
+            total = sum(delta.values())
             hits, misses = cur.cache_hits - prev.cache_hits, cur.cache_misses - prev.cache_misses
             batches = cur.batch_count - prev.batch_count
             base = samples[max(0, i - QUANTILE_SPAN)]
@@ -139,8 +143,8 @@ class History:
             for q, name in ((0.5, "p50_ms"), (0.95, "p95_ms"), (0.99, "p99_ms")):
                 value = quantile(q, LATENCY_BUCKETS, window)
                 out[name].append(None if value is None else round(value * 1000, 3))
-            out["error_rate"].append(_ratio(errors, total))
-            out["rejection_rate"].append(_ratio(rejected, total))
+            for name, field_name in _RATES:
+                out[name].append(_ratio(delta[field_name], total))
             out["cache_hit_rate"].append(_ratio(hits, hits + misses))
             out["queue_depth"].append(cur.queue_depth)
             out["in_flight"].append(cur.in_flight)

@@ -43,6 +43,19 @@ def _as_object(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def _optional_object(value: Any, what: str) -> dict[str, Any]:
+    """``null`` or absent is an empty object; anything else must be an object (``[]`` or ``0`` used to
+    pass as "empty" through ``or {}``, which the protocol and the OpenAPI schema forbid)."""
+    return {} if value is None else _as_object(value, what)
+
+
+def _optional_bool(params: dict[str, Any], key: str, what: str) -> bool | None:
+    value = params.get(key)
+    if value is not None and type(value) is not bool:
+        raise InvalidInput(f"{what}: '{key}' must be true or false")
+    return value
+
+
 def _parse_shape(raw: Any, name: str, max_elements: int) -> tuple[tuple[int, ...], int]:
     if not isinstance(raw, list) or not all(type(d) is int for d in raw):
         raise InvalidInput(f"input '{name}': shape must be a list of integers")
@@ -161,11 +174,10 @@ def _parse_outputs(raw: Any) -> list[RequestedOutput] | None:
     for item in raw:
         item = _as_object(item, "each requested output")
         name = item.get("name")
-        if not isinstance(name, str):
-            raise InvalidInput("each requested output needs a string 'name'")
-        params = _as_object(item.get("parameters") or {}, f"output '{name}' parameters")
-        binary = params.get("binary_data")
-        outputs.append(RequestedOutput(name, bool(binary) if binary is not None else None))
+        if not isinstance(name, str) or not name:
+            raise InvalidInput("each requested output needs a non-empty string 'name'")
+        params = _optional_object(item.get("parameters"), f"output '{name}' parameters")
+        outputs.append(RequestedOutput(name, _optional_bool(params, "binary_data", f"output '{name}'")))
     return outputs
 
 
@@ -189,7 +201,7 @@ def decode_request(body: bytes, header_length: int | None, max_elements: int) ->
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise InvalidInput("'id' must be a string")
-    parameters = _as_object(doc.get("parameters") or {}, "'parameters'")
+    parameters = _optional_object(doc.get("parameters"), "'parameters'")
     inputs, offset = [], 0
     seen: set[str] = set()
     for raw in raw_inputs:
@@ -202,7 +214,7 @@ def decode_request(body: bytes, header_length: int | None, max_elements: int) ->
         raise InvalidInput(f"{len(binary) - offset} bytes of binary data are not claimed by any input")
     return InferRequest(
         inputs=inputs, id=request_id, outputs=_parse_outputs(doc.get("outputs")), parameters=parameters,
-        binary_output=bool(parameters.get("binary_data_output", False)),
+        binary_output=bool(_optional_bool(parameters, "binary_data_output", "'parameters'")),
     )
 
 
@@ -215,7 +227,7 @@ def _decode_input(raw: dict[str, Any], binary: memoryview, offset: int,
     if datatype not in TO_NUMPY:
         raise InvalidInput(f"input '{name}': unknown datatype {datatype!r}")
     shape, count = _parse_shape(raw.get("shape"), name, max_elements)
-    params = _as_object(raw.get("parameters") or {}, f"input '{name}' parameters")
+    params = _optional_object(raw.get("parameters"), f"input '{name}' parameters")
     size = params.get("binary_data_size")
     if size is not None:
         if type(size) is not int or size < 0:

@@ -21,6 +21,7 @@ from appliance.logs import RequestLog
 from appliance.observability import tracing
 from appliance.protocol.drain import close_when_draining
 from appliance.protocol.errors import from_http_exception, status_of, to_response
+from appliance.protocol.probe import is_status_probe
 
 log = logging.getLogger("appliance.request")
 request_log = RequestLog(log)
@@ -53,7 +54,8 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = response.status
     except ApplianceError as error:
         status = status_of(error)
-        await request.app[SERVICE].refuse(ctx, error, status)  # metrics, audit, 429 pacing: one door
+        if not is_status_probe(request, status):  # the status page's sign-in probe is not a failure
+            await request.app[SERVICE].refuse(ctx, error, status)  # metrics, audit, 429 pacing: one door
         response = to_response(error)
     except web.HTTPException as exc:
         status = exc.status
@@ -68,8 +70,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     headers["traceparent"] = trace.traceparent
     if trace.tracestate:
         headers["tracestate"] = trace.tracestate
-    if status >= 400:
-        request.app[METRICS].count_http_error(status)
+    _count_http_error(request, status)
     if span is not None:
         otel.finish(span, status, {"appliance.model": ctx.model, "appliance.version": ctx.version,
                                    "appliance.request_id": ctx.request_id})
@@ -80,6 +81,12 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     if model and status != 429 and request.app[SETTINGS].observability.request_log and request_log.enabled():
         _log_request(ctx, status, model)
     return response
+
+
+def _count_http_error(request: web.Request, status: int) -> None:
+    """Every error response (>= 400) but the status page's sign-in probe (``protocol.probe``)."""
+    if status >= 400 and not is_status_probe(request, status):
+        request.app[METRICS].count_http_error(status)
 
 
 def _span_name(request: web.Request) -> str:

@@ -8,10 +8,19 @@ from __future__ import annotations
 from typing import Any
 
 from appliance import __version__
+from appliance.dataplane.tensors import TO_NUMPY
 
 _ERROR = {"$ref": "#/components/responses/Error"}
-_MODEL = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}, "example": "digits"}
-_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}, "example": "1"}
+#: Path parameters say what the route table and the repository accept: any non-empty name (a
+#: directory of the repository) and a version number (anything else is a 404).
+_MODEL = {"name": "model", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+          "example": "digits"}
+_VERSION = {"name": "version", "in": "path", "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9]+$"}, "example": "1"}
+_ASSET = {"name": "asset", "in": "path", "required": True,
+          "schema": {"type": "string", "enum": ["status.js", "status.css"]}, "example": "status.js"}
+#: The codec's own table, so the schema's enum cannot drift from what it decodes.
+DATATYPES = list(TO_NUMPY)
 
 
 def _json(schema_ref: str) -> dict[str, Any]:
@@ -33,11 +42,20 @@ def _text(summary: str, media: str, params: list[dict[str, Any]] | None = None) 
         "200": {"description": "OK", "content": {media: {"schema": {"type": "string"}}}}, "404": _ERROR}}}
 
 
+def _assets() -> dict[str, Any]:
+    ok = {"description": "OK", "content": {m: {"schema": {"type": "string"}} for m in ("text/javascript", "text/css")}}
+    return {"get": {"summary": "Status page assets (JS, CSS)", "parameters": [_ASSET],
+                    "responses": {"200": ok, "404": _ERROR}}}
+
+
 def _infer(params: list[dict[str, Any]]) -> dict[str, Any]:
     return {"post": {
         "summary": "Run inference (JSON tensors, or JSON header + binary tensors)",
         "parameters": [*params, {"name": "Inference-Header-Content-Length", "in": "header", "required": False,
-                                 "schema": {"type": "integer", "minimum": 0}}],
+                                 "schema": {"type": "integer", "minimum": 0}},
+                       {"name": "X-Request-Timeout-Ms", "in": "header", "required": False,
+                        "description": "Deadline in milliseconds (overrides the `timeout` parameter).",
+                        "schema": {"type": "number", "minimum": 0, "exclusiveMinimum": True}}],
         "requestBody": {"required": True, "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/InferRequest"}},
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
@@ -52,11 +70,49 @@ def _infer(params: list[dict[str, Any]]) -> dict[str, Any]:
     }}
 
 
+def _optional_object(properties: dict[str, Any] | None = None) -> dict[str, Any]:
+    """An object the codec also accepts as ``null`` (clients that serialise unset fields send it)."""
+    doc: dict[str, Any] = {"type": "object", "nullable": True}
+    if properties:
+        doc["properties"] = properties
+    return doc
+
+
+def _request_schemas() -> dict[str, Any]:
+    """What the codec enforces on a request, as far as a model-independent schema can say it.
+
+    Whether ``data`` holds ``prod(shape)`` elements of the datatype, and whether the model has
+    such an input, is only known at run time (400 then).
+    """
+    natural = {"type": "integer", "minimum": 0}
+    input_tensor = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
+        "name": {"type": "string", "minLength": 1}, "datatype": {"type": "string", "enum": DATATYPES},
+        "shape": {"type": "array", "items": natural},
+        "parameters": _optional_object({"binary_data_size": natural}),
+        "data": {"anyOf": [{"type": t} for t in ("array", "number", "boolean", "string")]}},
+        # Either JSON ``data`` or a ``binary_data_size`` (Triton's binary extension), never both.
+        "oneOf": [
+            {"required": ["data"], "properties": {"parameters": {"not": {
+                "type": "object", "required": ["binary_data_size"]}}}},
+            {"required": ["parameters"], "not": {"required": ["data"]}, "properties": {"parameters": {
+                "type": "object", "required": ["binary_data_size"]}}},
+        ]}
+    output = {"type": "object", "required": ["name"], "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "parameters": _optional_object({"binary_data": {"type": "boolean"}})}}
+    parameters = _optional_object({
+        "timeout": {**natural, "description": "Deadline in microseconds; 0 = none."},
+        "priority": {**natural, "description": "1 = highest; 0 = default."},
+        "binary_data_output": {"type": "boolean"}})
+    return {"InferRequest": {"type": "object", "required": ["inputs"], "properties": {
+        "id": {"type": "string", "nullable": True}, "parameters": parameters,
+        "inputs": {"type": "array", "items": input_tensor, "minItems": 1},
+        "outputs": {"type": "array", "nullable": True, "items": output}}}}
+
+
 def _schemas() -> dict[str, Any]:
     tensor = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
-        "name": {"type": "string"}, "datatype": {"type": "string", "enum": [
-            "BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64",
-            "FP16", "FP32", "FP64", "BYTES"]},
+        "name": {"type": "string"}, "datatype": {"type": "string", "enum": DATATYPES},
         "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
         "parameters": {"type": "object"}, "data": {}}}
     meta_tensor = {"type": "object", "properties": {"name": {"type": "string"}, "datatype": {"type": "string"},
@@ -76,16 +132,53 @@ def _schemas() -> dict[str, Any]:
                                          "parameters": {"type": "object"}}},
         "ModelConfig": {"type": "object", "required": ["name", "max_batch_size", "input", "output"]},
         "RepositoryIndex": {"type": "array", "items": {"type": "object"}},
-        "InferRequest": {"type": "object", "required": ["inputs"], "properties": {
-            "id": {"type": "string"}, "parameters": {"type": "object"},
-            "inputs": {"type": "array", "items": tensor, "minItems": 1},
-            "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
-                "name": {"type": "string"}, "parameters": {"type": "object"}}}}}},
+        **_request_schemas(),
         "InferResponse": {"type": "object", "required": ["model_name", "outputs"], "properties": {
             "model_name": {"type": "string"}, "model_version": {"type": "string"}, "id": {"type": "string"},
             "parameters": {"type": "object"}, "outputs": {"type": "array", "items": tensor}}},
+        "Rollout": {"type": "object", "properties": {
+            "stable": {"type": "integer", "minimum": 1}, "candidate": {"type": "integer", "minimum": 1},
+            "mode": {"type": "string", "enum": ["canary", "ab", "shadow"]},
+            "share": {"type": "number", "minimum": 0, "maximum": 1}, "sticky_header": {"type": "string"},
+            "state": {"type": "string", "enum": ["active", "promoted", "rolled_back"]},
+            "thresholds": {"type": "object", "properties": {
+                "min_samples": {"type": "integer", "minimum": 0},
+                "max_error_rate": {"type": "number", "minimum": 0, "maximum": 1},
+                "max_p99_ratio": {"type": "number", "minimum": 0},
+                "min_agreement": {"type": "number", "minimum": 0, "maximum": 1}}}}},
+        "RolloutState": {"type": "object", "required": ["model", "rollout", "stats"]},
+        "Lineage": {"type": "object", "required": ["model", "version", "manifest_sha256", "manifest"]},
         "OpenApi": {"type": "object"},
         "Status": {"type": "object"},
+    }
+
+
+def _lifecycle() -> dict[str, Any]:
+    """Triton's repository extension, rollouts and lineage (admin, except lineage: read)."""
+    load_body = {"required": False, "content": {"application/json": {"schema": {
+        "type": "object", "properties": {"parameters": {"type": "object"}}}}}}
+    done = {"200": {"description": "Done"}, "400": _ERROR, "404": _ERROR, "503": _ERROR}
+    rollout = {"$ref": "#/components/schemas/Rollout"}
+    return {
+        "/v2/repository/models/{model}/load": {"post": {
+            "summary": "Load new or changed versions of a model, beside the serving ones; swap at once",
+            "parameters": [_MODEL], "requestBody": load_body, "responses": done}},
+        "/v2/repository/models/{model}/unload": {"post": {
+            "summary": "Stop serving a model (in-flight requests finish)", "parameters": [_MODEL],
+            "requestBody": load_body, "responses": done}},
+        "/v2/models/{model}/rollout": {
+            "get": {"summary": "The model's rollout and what it measured", "parameters": [_MODEL],
+                    "responses": {"200": {"description": "OK", **_json("RolloutState")}, "404": _ERROR}},
+            "put": {"summary": "Start or change a rollout, or end it with {\"state\": \"promoted\"|\"rolled_back\"}",
+                    "parameters": [_MODEL],
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": rollout}}},
+                    "responses": {"200": {"description": "OK", **_json("RolloutState")}, "400": _ERROR,
+                                  "404": _ERROR, "503": _ERROR}},
+            "delete": {"summary": "Forget the rollout: the version policy's newest version serves",
+                       "parameters": [_MODEL], "responses": {"204": {"description": "Removed"}, "404": _ERROR}}},
+        "/v2/models/{model}/versions/{version}/lineage": _get(
+            "Manifest, provenance and rollout history of one version", "Lineage", [_MODEL, _VERSION],
+            {"404": _ERROR}),
     }
 
 
@@ -115,8 +208,8 @@ def document() -> dict[str, Any]:
         "/v2/status": _get("Live status for the built-in page: health, hardware, models, traffic", "Status", []),
         "/metrics": _text("Prometheus metrics (text exposition format)", "text/plain"),
         "/": _text("The built-in status page (self-contained HTML)", "text/html"),
-        "/status/{asset}": _text("Status page assets (JS, CSS)", "text/plain", [
-            {"name": "asset", "in": "path", "required": True, "schema": {"type": "string"}, "example": "app.js"}]),
+        "/status/{asset}": _assets(),
+        **_lifecycle(),
     }
     return {
         "openapi": "3.0.3",

@@ -4,6 +4,7 @@ decode, call the service, encode."""
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import orjson
@@ -153,9 +154,12 @@ def _apply_headers(ctx: RequestContext, request: web.Request) -> None:
     header = request.headers.get("X-Request-Timeout-Ms")
     if header is not None:
         try:
-            ctx.deadline = ctx.started + float(header) / 1000
+            timeout_ms = float(header)
         except ValueError:
-            raise InvalidInput("X-Request-Timeout-Ms must be a number of milliseconds") from None
+            timeout_ms = math.nan
+        if not 0 < timeout_ms < math.inf:  # "-5" or "0" was a 504, "nan" no deadline at all
+            raise InvalidInput("X-Request-Timeout-Ms must be a positive number of milliseconds")
+        ctx.deadline = ctx.started + timeout_ms / 1000
     if "no-cache" in request.headers.get("Cache-Control", ""):
         ctx.use_cache = False
 

@@ -58,11 +58,12 @@ def _process(memory: Any) -> dict[str, Any]:
             "system_memory_available": memory.available}
 
 
+_TOTALS = ("ok", "errors", "rejected", "client_errors", "auth_failures", "cache_hits", "cache_misses")
+
+
 def _totals(latest: Sample | None) -> dict[str, float]:
-    if latest is None:
-        return {"ok": 0, "errors": 0, "rejected": 0, "cache_hits": 0, "cache_misses": 0}
-    return {"ok": latest.ok, "errors": latest.errors, "rejected": latest.rejected,
-            "cache_hits": latest.cache_hits, "cache_misses": latest.cache_misses}
+    """Counts since start; ``errors`` are server errors only, 4xx and auth refusals have their own."""
+    return {name: getattr(latest, name) if latest else 0 for name in _TOTALS}
 
 
 def _model(entry: ModelEntry, latest: Sample | None, rates: dict[tuple[str, str], float]) -> dict[str, Any]:

@@ -3,6 +3,9 @@
 "use strict";
 
 const KEY_STORAGE = "appliance.status.key";
+// Marks the one request sent before a key is known: the server leaves its 401 out of the error
+// metrics (appliance/protocol/probe.py), so opening the page does not read as "100 % errors".
+const PROBE_HEADER = "X-Status-Probe";
 let timer = null;
 let lastDoc = null;
 
@@ -155,16 +158,24 @@ function setTile(id, text, level = "") {
   $(id).className = `value ${level}`;
 }
 
+// Rate tiles: [tile id, series, totals key, share above which the tile is coloured, colour].
+const RATE_TILES = [
+  ["k-errors", "error_rate", "errors", 0.01, "bad"],
+  ["k-rejected", "rejection_rate", "rejected", 0.01, "warn"],
+  ["k-client", "client_error_rate", "client_errors", 0.05, "warn"],
+  ["k-auth", "auth_failure_rate", "auth_failures", 0.05, "warn"],
+];
+
 function renderTiles(doc) {
   const s = doc.series, totals = doc.totals;
-  const all = totals.ok + totals.errors + totals.rejected;
-  const errorRate = last(s.error_rate), rejectRate = last(s.rejection_rate);
+  const all = totals.ok + totals.errors + totals.rejected + (totals.client_errors ?? 0) + (totals.auth_failures ?? 0);
   setTile("k-rps", num(last(s.rps)));
   setTile("k-p99", ms(last(s.p99_ms)));
-  setTile("k-errors", pct(errorRate ?? 0), errorRate > 0.01 ? "bad" : "");
-  $("k-errors-n").textContent = `${count(totals.errors)} total`;
-  setTile("k-rejected", pct(rejectRate ?? 0), rejectRate > 0.01 ? "warn" : "");
-  $("k-rejected-n").textContent = `${count(totals.rejected)} total`;
+  for (const [id, series, total, threshold, level] of RATE_TILES) {
+    const rate = last(s[series] ?? []);
+    setTile(id, pct(rate ?? 0), rate > threshold ? level : "");
+    $(`${id}-n`).textContent = `${count(totals[total])} total`;
+  }
   const lookups = doc.cache.hits + doc.cache.misses;
   setTile("k-cache", lookups ? pct(doc.cache.hits / lookups) : "–");
   $("k-cache-n").textContent = `${count(doc.cache.entries)} entries · ${bytes(doc.cache.bytes)}`;
@@ -179,8 +190,11 @@ function renderCharts(doc) {
   const rps = [{ name: "requests/s", values: s.rps, color: c[0] }];
   const lat = [{ name: "p50", values: s.p50_ms, color: c[0] }, { name: "p95", values: s.p95_ms, color: c[1] },
     { name: "p99", values: s.p99_ms, color: c[2] }];
-  const rates = [{ name: "errors", values: s.error_rate, color: css("--bad") },
-    { name: "rejected", values: s.rejection_rate, color: c[1] }, { name: "cache hits", values: s.cache_hit_rate, color: c[3] }];
+  const rates = [{ name: "server errors", values: s.error_rate, color: css("--bad") },
+    { name: "rejected", values: s.rejection_rate, color: c[1] },
+    { name: "client errors", values: s.client_error_rate, color: c[2] },
+    { name: "auth refusals", values: s.auth_failure_rate, color: c[0] },
+    { name: "cache hits", values: s.cache_hit_rate, color: c[3] }];
   const queue = [{ name: "queue depth", values: s.queue_depth, color: c[1] }, { name: "in flight", values: s.in_flight, color: c[0] },
     { name: "batch size (mean)", values: s.batch_mean, color: c[3] }];
   legend("lg-rps", rps); legend("lg-lat", lat); legend("lg-rates", rates); legend("lg-queue", queue);
@@ -214,6 +228,22 @@ function renderModels(doc) {
   const heads = [...$("models").tHead.rows[0].cells].map((c) => c.textContent);
   for (const row of rows) [...row.cells].forEach((cell, i) => { cell.dataset.label = heads[i] || ""; });
   $("models").tBodies[0].replaceChildren(...rows);
+}
+
+// Admission per model: the limit in force (adaptive, or the fixed max_concurrency) and the
+// latency the limiter expects without queueing. Services before adaptive admission report neither.
+function renderAdmission(doc) {
+  const rows = Object.entries(doc.admission ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([model, a]) =>
+    el("tr", { "data-model": model }, el("td", {}, el("b", {}, model)),
+      el("td", { class: "num" }, count(a.in_flight)), el("td", { class: "num" }, count(a.waiting)),
+      el("td", { class: "num wide" }, bytes(a.queued_bytes)),
+      el("td", { class: "num limit" }, a.limit ?? "–"),
+      el("td", { class: "num noload" }, a.noload_ms ? `${ms(a.noload_ms)} ms` : "–"),
+      el("td", {}, a.adaptive ? "adaptive" : "fixed")));
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "7", class: "muted" }, "No model admits requests yet.")));
+  const heads = [...$("admission").tHead.rows[0].cells].map((c) => c.textContent);
+  for (const row of rows) [...row.cells].forEach((cell, i) => { cell.dataset.label = heads[i] || ""; });
+  $("admission").tBodies[0].replaceChildren(...rows);
 }
 
 function psiClass(v) { return v === null ? "" : v > 0.25 ? "psi-bad" : v > 0.1 ? "psi-warn" : "psi-ok"; }
@@ -294,7 +324,7 @@ function renderHardware(doc) {
 
 function render(doc) {
   lastDoc = doc;
-  renderHeader(doc); renderTiles(doc); renderCharts(doc); renderModels(doc); renderQuality(doc);
+  renderHeader(doc); renderTiles(doc); renderCharts(doc); renderModels(doc); renderAdmission(doc); renderQuality(doc);
   renderAudit(doc); renderProcess(doc); renderHardware(doc);
   document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1);
 }
@@ -310,7 +340,8 @@ async function poll() {
   let interval = lastDoc ? lastDoc.server.interval_s : 2;
   try {
     const key = sessionStorage.getItem(KEY_STORAGE);
-    const response = await fetch("/v2/status", { headers: key ? { Authorization: `Bearer ${key}` } : {}, cache: "no-store" });
+    const headers = key ? { Authorization: `Bearer ${key}` } : { [PROBE_HEADER]: "1" };
+    const response = await fetch("/v2/status", { headers, cache: "no-store" });
     if (response.status === 401 || response.status === 403) {
       $("login").hidden = false;
       notice(response.status === 403 ? "The key lacks the read scope." : "");

@@ -105,19 +105,22 @@ async def test_canary_with_a_wrong_candidate_is_rolled_back_and_promotion_is_exp
     try:
         x, _ = eval_rows(repository, 64)
         await _put(client, {"stable": 1, "candidate": 2, "mode": "canary", "share": 0.5,
-                            "thresholds": {"min_samples": 40}})
+                            "thresholds": {"min_samples": 40, "max_p99_ratio": 1000}})
         for _ in range(40):
             await _versions(client, x, 20, concurrency=2)
             shown = await (await client.get("/v2/models/digits/rollout")).json()
             if shown["rollout"]["state"] == "rolled_back":
                 break
         assert shown["rollout"]["state"] == "rolled_back"
+        assert "agreement" in shown["rollout"]["history"][-1]["why"]
         assert set(await _versions(client, x, 50)) == {"1"}
+        # Latency on a shared test host is too noisy for a p99 ratio over 40 samples: agreement decides here.
         await _put(client, {"stable": 1, "candidate": 3, "mode": "canary", "share": 0.5,
-                            "thresholds": {"min_samples": 40}})
+                            "thresholds": {"min_samples": 40, "max_p99_ratio": 1000}})
         await _versions(client, x, 200, concurrency=2)
         shown = await (await client.get("/v2/models/digits/rollout")).json()
-        assert shown["rollout"]["state"] == "active" and shown["stats"]["agreement"] == 1.0
+        assert shown["rollout"]["state"] == "active", shown["rollout"]["history"][-1]
+        assert shown["stats"]["agreement"] == 1.0
         await _put(client, {"state": "promoted"})
         assert set(await _versions(client, x, 50)) == {"3"}
         lineage = await (await client.get("/v2/models/digits/versions/3/lineage")).json()

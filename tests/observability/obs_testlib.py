@@ -61,6 +61,20 @@ def settings_for(models: Path, state: Path, **observability: Any) -> Settings:
     return settings.replace("observability", status_interval_s=0.5, **observability)
 
 
+def with_api_key(settings: Settings, state: Path) -> tuple[Settings, str]:
+    """Authentication on, and one key with the ``read`` and ``infer`` scopes made by the real CLI."""
+    import contextlib
+    import io
+
+    from appliance.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        code = main(["keys", "create", "--name", "viewer", "--scopes", "read,infer", "--state-dir", str(state)])
+    assert code == 0
+    return settings.replace("auth", enabled=True), out.getvalue().strip()
+
+
 async def start_client(settings: Settings) -> TestClient:
     client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
     await client.start_server()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from aiohttp.test_utils import TestClient
-from obs_testlib import build_repository, drive_traffic, eval_data, infer_body, settings_for, start_client
+from obs_testlib import build_repository, drive_traffic, eval_data, infer_body, settings_for, start_client, with_api_key
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -76,6 +76,14 @@ async def test_status_page_in_chromium(digits_repository: Path, tmp_path: Path) 
                     assert int((await row.locator("td.requests").inner_text()).replace(",", "")) > 0
                 total = int((await page.text_content("[data-testid=total-requests]") or "0").replace(",", ""))
                 assert total > 100
+                # drive_traffic's one 400 and one 404 are client errors; no server error, no auth refusal.
+                assert await page.text_content("#k-client-n") == "2 total"
+                assert await page.text_content("#k-errors-n") == "0 total"
+                assert await page.text_content("#k-auth-n") == "0 total"
+                admission = page.locator("[data-testid=admission] tbody tr")
+                assert await admission.count() == 2  # digits and tight
+                mode = await page.locator("#admission tr[data-model=tight] td").last.inner_text()
+                assert mode in ("fixed", "adaptive")
                 for chart in ("c-rps", "c-lat", "c-rates", "c-queue"):
                     assert await page.evaluate(INKED_PIXELS, chart) > 500, chart
                 assert await page.locator("[data-testid=quality-card]").count() >= 2
@@ -99,5 +107,50 @@ async def test_status_page_in_chromium(digits_repository: Path, tmp_path: Path) 
         stop.set()
         with contextlib.suppress(Exception):
             await traffic
+        await client.close()
+    assert errors == []
+
+
+async def test_sign_in_shows_no_errors(digits_repository: Path, tmp_path: Path) -> None:
+    """With authentication on, the page's first request (before a key is typed) is answered 401;
+    after the key is entered the tiles must not read "100 % errors" for it."""
+    repository = build_repository(digits_repository, tmp_path / "models")
+    state = tmp_path / "state"
+    state.mkdir()
+    settings, key = with_api_key(settings_for(repository, state), state)
+    client = await start_client(settings)
+    x, _ = eval_data(digits_repository)
+    auth = {"Authorization": f"Bearer {key}"}
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    try:
+        for i in range(0, 40, 4):
+            response = await client.post("/v2/models/digits/infer", headers=auth, json=infer_body(x[i:i + 4]))
+            assert response.status == 200
+        async with playwright_api.async_playwright() as p:
+            context = await p.chromium.launch_persistent_context(
+                str(tmp_path / "chromium"), executable_path=CHROMIUM, headless=True, args=FLAGS,
+                viewport={"width": 1280, "height": 900})
+            try:
+                page = context.pages[0] if context.pages else await context.new_page()
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                await page.goto(str(client.make_url("/")))
+                await page.locator("#login").wait_for(state="visible", timeout=10_000)
+                await page.fill("#apikey", key)
+                await page.click("#login button")
+                await page.wait_for_function("() => Number(document.body.dataset.rendered || 0) >= 2", timeout=20_000)
+                await page.wait_for_function(
+                    "() => document.getElementById('k-total').textContent === '10'", timeout=10_000)
+                assert await page.is_hidden("#login")
+                assert await page.text_content("[data-testid=server-errors]") == "0.0%"
+                assert await page.text_content("[data-testid=auth-refusals]") == "0.0%"
+                assert await page.text_content("#k-auth-n") == "0 total"
+                assert "bad" not in (await page.get_attribute("#k-errors", "class") or "")
+                await page.screenshot(path=str(ARTIFACTS / "status-signed-in.png"), full_page=True)
+            finally:
+                await context.close()
+        metrics = await (await client.get("/metrics", headers=auth)).text()
+        assert 'appliance_http_errors_total{class="auth"' not in metrics
+    finally:
         await client.close()
     assert errors == []
