@@ -34,6 +34,7 @@ def build(app: web.Application) -> dict[str, Any]:
         "process": _process(memory),
         "models": [_model(entry, latest, rates) for entry in repository.models()],
         "admission": service.admission_stats(),
+        "rollouts": _rollouts(parts),
         "cache": {"entries": len(cache), "bytes": cache.bytes, "max_bytes": cache.max_bytes,
                   "hits": cache.hits, "misses": cache.misses},
         "audit": audit_snapshot(parts.audit_log),
@@ -83,3 +84,16 @@ def _model(entry: ModelEntry, latest: Sample | None, rates: dict[tuple[str, str]
     return {"name": entry.name, "error": entry.error, "versions": versions,
             "description": config.description if config else "",
             "max_batch_size": config.max_batch_size if config else 0}
+
+
+def _rollouts(parts: Any) -> list[dict[str, Any]]:
+    """Each model's rollout (as the router applies it) with what the candidate measured."""
+    router = parts.rollouts.router
+    out = []
+    for model in sorted(router.store.all()):
+        rollout = router.rollout(model)
+        if rollout is None:
+            continue
+        stats = router.stats(model)
+        out.append({**rollout.to_dict(), "stats": stats.snapshot() if stats else None})
+    return out

@@ -246,6 +246,26 @@ function renderAdmission(doc) {
   $("admission").tBodies[0].replaceChildren(...rows);
 }
 
+// Rollouts per model: the split, the candidate's answers, errors and agreement, the last event.
+function renderRollouts(doc) {
+  const rows = (doc.rollouts ?? []).map((r) => {
+    const last = r.history.length ? r.history[r.history.length - 1] : null;
+    const state = el("span", { class: r.state === "rolled_back" ? "psi-bad" : r.state === "active" ? "psi-warn" : "psi-ok" },
+      r.state.replace("_", " "));
+    const s = r.stats;
+    return el("tr", { "data-model": r.model }, el("td", {}, el("b", {}, r.model)), el("td", {}, `v${r.stable}`),
+      el("td", {}, `v${r.candidate}`), el("td", {}, r.mode), el("td", { class: "num" }, pct(r.share)), el("td", {}, state),
+      el("td", { class: "num" }, s ? count(s.candidate_answers) : "–"),
+      el("td", { class: "num" }, s ? count(s.candidate_errors) : "–"),
+      el("td", { class: "num" }, s && s.agreement !== null ? pct(s.agreement) : "–"),
+      el("td", { class: "reason" }, last ? `${last.action} by ${last.by}${last.why ? ": " + last.why : ""}` : ""));
+  });
+  if (!rows.length) rows.push(el("tr", {}, el("td", { colspan: "10", class: "muted" }, "No rollout.")));
+  const heads = [...$("rollouts").tHead.rows[0].cells].map((c) => c.textContent);
+  for (const row of rows) [...row.cells].forEach((cell, i) => { cell.dataset.label = heads[i] || ""; });
+  $("rollouts").tBodies[0].replaceChildren(...rows);
+}
+
 function psiClass(v) { return v === null ? "" : v > 0.25 ? "psi-bad" : v > 0.1 ? "psi-warn" : "psi-ok"; }
 
 function renderQuality(doc) {
@@ -324,7 +344,8 @@ function renderHardware(doc) {
 
 function render(doc) {
   lastDoc = doc;
-  renderHeader(doc); renderTiles(doc); renderCharts(doc); renderModels(doc); renderAdmission(doc); renderQuality(doc);
+  renderHeader(doc); renderTiles(doc); renderCharts(doc); renderModels(doc); renderAdmission(doc); renderRollouts(doc);
+  renderQuality(doc);
   renderAudit(doc); renderProcess(doc); renderHardware(doc);
   document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1);
 }

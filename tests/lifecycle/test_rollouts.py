@@ -114,6 +114,8 @@ async def test_canary_with_a_wrong_candidate_is_rolled_back_and_promotion_is_exp
         assert shown["rollout"]["state"] == "rolled_back"
         assert "agreement" in shown["rollout"]["history"][-1]["why"]
         assert set(await _versions(client, x, 50)) == {"1"}
+        status = await (await client.get("/v2/status")).json()  # the status page shows it too
+        assert [(r["model"], r["state"]) for r in status["rollouts"]] == [("digits", "rolled_back")]
         # Latency on a shared test host is too noisy for a p99 ratio over 40 samples: agreement decides here.
         await _put(client, {"stable": 1, "candidate": 3, "mode": "canary", "share": 0.5,
                             "thresholds": {"min_samples": 40, "max_p99_ratio": 1000}})
