@@ -91,6 +91,51 @@ async def run_load(url: str, bodies: list[bytes], *, concurrency: int, seconds: 
     return result
 
 
+async def run_open_loop(url: str, bodies: list[bytes], *, rate: float, seconds: float,
+                        headers: dict[str, str] | None = None, warmup_s: float = 1.0,
+                        timeout_s: float = 30.0, max_outstanding: int = 2048) -> LoadResult:
+    """Open loop: a request every ``1 / rate`` seconds whatever the answers (the arrival rate of many
+    independent clients), so a slower server meets queueing instead of a politely slower client."""
+    import aiohttp
+
+    _check_loopback(url)
+    result = LoadResult(seconds)
+    connector = aiohttp.TCPConnector(limit=0)
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    interval = 1.0 / rate
+    start = time.monotonic()
+    measure_from, stop_at = start + warmup_s, start + warmup_s + seconds
+    outstanding: set[asyncio.Task[None]] = set()
+
+    async def one(index: int, sent: float) -> None:
+        try:
+            async with session.post(url, data=bodies[index % len(bodies)], headers=hdrs) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            if sent >= measure_from:
+                result.errors[type(exc).__name__] += 1
+            return
+        if sent >= measure_from:
+            result.statuses[status] += 1
+            if status == 200:
+                result.ok_latencies_ms.append((time.monotonic() - sent) * 1000)
+
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout_s)) as session:
+        index = 0
+        while (due := start + index * interval) < stop_at:
+            await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if len(outstanding) < max_outstanding:
+                task = asyncio.create_task(one(index, due))
+                outstanding.add(task)
+                task.add_done_callback(outstanding.discard)
+            elif due >= measure_from:
+                result.errors["client_overrun"] += 1
+            index += 1
+        await asyncio.gather(*outstanding)
+    return result
+
+
 def json_bodies(rows: np.ndarray, name: str = "input", datatype: str = "FP32") -> list[bytes]:
     return [json.dumps({"inputs": [{"name": name, "datatype": datatype, "shape": [1, *row.shape],
                                     "data": row.tolist()}]}).encode() for row in rows]

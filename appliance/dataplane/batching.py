@@ -55,6 +55,11 @@ class Batcher:
         self._timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
 
+    @property
+    def slots(self) -> int:
+        """Batches the runtime runs at once."""
+        return self._compiled.slots
+
     async def run(self, inputs: Tensors, deadline: float | None = None) -> tuple[Tensors, int]:
         """Infer ``inputs`` (batch dimension first when the model is batched).
 

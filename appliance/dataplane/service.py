@@ -25,6 +25,7 @@ from appliance.dataplane.admission import RefusalPacer
 from appliance.dataplane.cache import PredictionCache, cache_key
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.lanes import Lane, build_lane
+from appliance.dataplane.mirror import Mirror
 from appliance.dataplane.tensors import InferRequest, InferResponse, tensor_digest
 from appliance.errors import ApplianceError, InferenceFailed, Overloaded, ServiceUnavailable
 from appliance.lifecycle.agreement import compare
@@ -72,7 +73,7 @@ class InferenceService:
         self.active = 0  # requests inside infer(): the audit log commits early once all of them wait on it
         self.refusals = RefusalPacer(settings.limits.refusals_per_s)
         self._lanes: dict[int, Lane] = {}
-        self._mirrors: set[asyncio.Task[None]] = set()
+        self._mirrors: dict[tuple[int, bool], Mirror] = {}  # by (mirrored version, is it the candidate)
         self.observers = list(observers)
 
     # --- the request path --------------------------------------------------------------
@@ -191,35 +192,35 @@ class InferenceService:
 
     def _mirror(self, lane: Lane, mirror: Lane, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
                 ctx: RequestContext) -> None:
-        """Run the same inputs on the version the rollout compares with, after this request and only
-        with room to spare on both versions: mirrored work is the first to be shed under load."""
+        """Hand the same inputs to the version the rollout compares with, only with room to spare:
+        mirrored work is the first to be shed under load. "Room" is fewer requests in the server
+        than twice the runtime's slots (beyond that they queue somewhere, whatever the admission
+        limit allows). Mirrors are gathered and run in batches (``dataplane.mirror``)."""
         router = self.router
         if router is None:
             return
-        busy = lane.admission.in_flight > max(1, lane.admission.max_concurrency // 2)
-        if busy or not mirror.admission.try_enter():
+        if self.active > 2 * max(1, lane.batcher.slots):
             router.shed(ctx.model)
             return
-        task = asyncio.create_task(self._compare(mirror, inputs, outputs, ctx.model, ctx.route != "canary"))
-        self._mirrors.add(task)
-        task.add_done_callback(self._mirrors.discard)
+        model, candidate = ctx.model, ctx.route != "canary"  # shadow mirrors the candidate, canary the stable
+        key = (id(mirror.target), candidate)
+        mirrors = self._mirrors.get(key)
+        if mirrors is None or mirrors.lane is not mirror:
+            mirrors = self._mirrors[key] = Mirror(
+                mirror, lambda primary, other, requests: self._compared(model, candidate, primary, other, requests))
+        rows = next(iter(inputs.values())).shape[0] if lane.target.config.max_batch_size > 0 and inputs else 1
+        if not mirrors.offer(inputs, outputs, rows):
+            router.shed(ctx.model)
 
-    async def _compare(self, mirror: Lane, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                       model: str, mirror_is_candidate: bool) -> None:
+    def _compared(self, model: str, mirror_is_candidate: bool, primary: dict[str, np.ndarray],
+                  other: dict[str, np.ndarray] | None, requests: int) -> None:
         router = self.router
-        started, in_flight = time.monotonic(), mirror.admission.in_flight
-        try:
-            other, _ = await mirror.batcher.run(inputs, None)
-        except ApplianceError:
-            if router is not None and mirror_is_candidate:
-                router.observe(model, "canary", time.monotonic() - started, True)
+        if router is None:
             return
-        finally:
-            mirror.admission.leave(started, in_flight)
-        if router is not None:
-            if mirror_is_candidate:  # shadow mode: the mirrored answers are the candidate's samples
-                router.observe(model, "canary", time.monotonic() - started, False)
-            router.compared(model, compare(outputs, other))
+        if mirror_is_candidate:  # shadow mode: the mirrored answers are the candidate's samples
+            router.observe_mirrored(model, requests, failed=other is None)
+        if other is not None:
+            router.compared(model, compare(primary, other))
 
     # --- per-version state ---------------------------------------------------------------
     def _lane(self, target: ModelVersion) -> Lane:
@@ -238,6 +239,8 @@ class InferenceService:
             await asyncio.sleep(0.005)
         for version in versions:
             self._lanes.pop(id(version), None)
+            for key in [k for k in self._mirrors if k[0] == id(version)]:
+                del self._mirrors[key]
             self.cache.drop(version)
         await asyncio.to_thread(_close_all, list(versions))
 

@@ -123,6 +123,16 @@ class Router:
         else:
             stats.stable_latency.append(latency_s)
 
+    def observe_mirrored(self, model: str, requests: int, failed: bool) -> None:
+        """Shadow mode: the candidate answered ``requests`` mirrored requests in one batch. Their
+        latency is a batch's, not a request's, so the p99 comparison applies to canary and A/B only."""
+        stats = self.stats(model)
+        if stats is None:
+            return
+        stats.candidate_answers += requests
+        stats.candidate_errors += requests if failed else 0
+        self._evaluate(model, stats)
+
     def compared(self, model: str, comparison: Comparison) -> None:
         stats = self.stats(model)
         if stats is None:
