@@ -90,19 +90,19 @@ class InferenceService:
         mirror = self._mirror_lane(model, decision)
         lane.users += 1  # the version is not closed while a request that resolved it is unanswered
         self.active += 1
-        failed = True
+        answered: bool | None = None  # False: the version failed; None: a refusal or a client's mistake
         try:
             response = await self._serve(ctx, lane, source, mirror)
-            failed = False
+            answered = True
             return response
-        except ApplianceError as error:
-            failed = isinstance(error, InferenceFailed)
+        except InferenceFailed:
+            answered = False
             raise
         finally:
             self.active -= 1
             lane.users -= 1
-            if decision is not None and self.router is not None:
-                self.router.observe(model, ctx.route, time.monotonic() - ctx.started, failed)
+            if decision is not None and answered is not None and self.router is not None:
+                self.router.observe(model, ctx.route, time.monotonic() - ctx.started, not answered)
 
     async def _serve(self, ctx: RequestContext, lane: Lane, source: RequestSource,
                      mirror: Lane | None) -> InferResponse:
