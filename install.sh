@@ -13,7 +13,7 @@
 set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-UNIT_NAME=model-appliance.dataplane.service
+UNIT_NAME=model-appliance.service
 SERVICE_USER=model-appliance
 PYTHON="${APPLIANCE_PYTHON:-/usr/bin/python3}"
 
@@ -25,7 +25,7 @@ usage() {
 Usage: ./install.sh [options]
 
 Installs model-appliance from this checkout, builds the bundled sample models and starts serving.
-As root where systemd runs: installs and starts the hardened service model-appliance.dataplane.service.
+As root where systemd runs: installs and starts the hardened service model-appliance.service.
 Otherwise (or with --foreground): runs the server in the foreground on http://127.0.0.1:8080.
 
 Options:

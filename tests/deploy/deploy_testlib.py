@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
-UNIT = REPO / "systemd" / "model-appliance.dataplane.service"
+UNIT = REPO / "systemd" / "model-appliance.service"
 INSTALL = REPO / "install.sh"
 NSPAWN_DIR = Path(__file__).resolve().parent / "nspawn"
 # What a checkout holds that a fresh clone would not: never copied into a test install.

@@ -60,7 +60,7 @@ mount -t overlay overlay -o "lowerdir=/,upperdir=$LAYER/upper,workdir=$LAYER/wor
 # A machine id of its own, a clean /etc/model-appliance etc. (the host may have had an install).
 tr -d '-' </proc/sys/kernel/random/uuid >"$ROOT/etc/machine-id"
 rm -rf "$ROOT/etc/model-appliance" "$ROOT/var/lib/model-appliance" "$ROOT/opt/model-appliance" \
-    "$ROOT/etc/systemd/system/model-appliance.dataplane.service" "$ROOT/etc/systemd/system/model-appliance.dataplane.service.d"
+    "$ROOT/etc/systemd/system/model-appliance.service" "$ROOT/etc/systemd/system/model-appliance.service.d"
 DROPIN=""
 if [ -n "${APPLIANCE_CHECK_DROPIN:-}" ]; then
     DROPIN=/etc/appliance-check-dropin.conf

@@ -9,7 +9,7 @@ set -uo pipefail
 
 OUT="$APPLIANCE_CHECK_OUT"
 PORT="$APPLIANCE_CHECK_PORT"
-UNIT=model-appliance.dataplane.service
+UNIT=model-appliance.service
 PY=/opt/model-appliance/venv/bin/python
 KEY=/etc/model-appliance/admin.key
 QUERY="$APPLIANCE_SRC/tests/deploy/nspawn/query.py"
