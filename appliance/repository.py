@@ -20,6 +20,7 @@ from appliance.errors import ModelNotFound, ModelNotReady
 from appliance.modelconfig import ModelConfig, ModelConfigError, load_model_config
 from appliance.runtimes import CompiledModel, RuntimeLoadError, load_model
 from modelrepo import Manifest, ManifestError, list_versions, read_manifest, verify_files
+from modelrepo.manifest import is_servable
 
 log = logging.getLogger("appliance.repository")
 
@@ -48,6 +49,9 @@ class ModelVersion:
     compiled: CompiledModel | None = None
     loaded_at: float = 0.0
     load_seconds: float = 0.0
+    #: False for a version whose manifest says ``"serve": false``: loaded, but only a request that
+    #: names it reaches it (the optimizer found it no faster than the FP32 source on this host).
+    serve: bool = True
 
     @property
     def ready(self) -> bool:
@@ -67,7 +71,7 @@ class ModelEntry:
 
     def latest_ready(self) -> ModelVersion | None:
         for number in sorted(self.versions, reverse=True):
-            if self.versions[number].ready:
+            if self.versions[number].ready and self.versions[number].serve:
                 return self.versions[number]
         return None
 
@@ -100,9 +104,8 @@ class Repository:
                 self._models[name] = entry
             return entry
         entry = ModelEntry(name, config)
-        selected = config.version_policy.select(list_versions(model_dir))
-        for number in selected:
-            entry.versions[number] = ModelVersion(name, number, model_dir / str(number), config)
+        for number, serve in _selected(config, model_dir).items():
+            entry.versions[number] = ModelVersion(name, number, model_dir / str(number), config, serve=serve)
         with self._lock:
             self._models[name] = entry
         for version in entry.versions.values():
@@ -192,6 +195,19 @@ class Repository:
         """Every model has a ready version (what /v2/health/ready reports)."""
         entries = self.models()
         return bool(entries) and all(e.latest_ready() is not None for e in entries)
+
+
+def _selected(config: ModelConfig, model_dir: Path) -> dict[int, bool]:
+    """Version → served by default. The policy chooses among servable versions; a held version
+    (``"serve": false``) newer than the oldest chosen one is loaded too, for explicit requests."""
+    available = list_versions(model_dir)
+    servable = {number: is_servable(model_dir / str(number)) for number in available}
+    chosen = config.version_policy.select([n for n in available if servable[n]])
+    floor = min(chosen, default=0)
+    held = [n for n in config.version_policy.select(available) if not servable[n]]
+    if not config.version_policy.specific:  # an operator's pinned list is loaded as written
+        held += [n for n in available if not servable[n] and n > floor]
+    return {number: servable[number] for number in sorted({*chosen, *held})}
 
 
 def _check_declared_tensors(config: ModelConfig, compiled: CompiledModel) -> None:
