@@ -124,6 +124,7 @@ def _publications(job: Job, candidates: list[Candidate], rows: list[Row], model_
                 item.row.decision += f"; version {job.source.version} (the FP32 source) stays the served one"
         else:
             items.append(fp32_publication(job, rows, objective))
+            rows.append(items[-1].row)
     return items
 
 
@@ -198,9 +199,10 @@ def _load_data(path: Path, source: Source, role: str) -> TensorData:
 def _refusal(candidate: Candidate) -> str:
     modes = [str(attempt["mode"]) for attempt in candidate.details.get("attempts", [])]
     tried = f" [modes tried: {', '.join(modes)}]" if len(modes) > 1 else ""
+    label = candidate.format + (" (pruned)" if candidate.details.get("pruning") else "")
     if candidate.error:
-        return f"{candidate.format}: failed: {candidate.error}{tried}"
-    return f"{candidate.format}: refused: {candidate.gate.describe() if candidate.gate else 'not evaluated'}{tried}"
+        return f"{label}: failed: {candidate.error}{tried}"
+    return f"{label}: refused: {candidate.gate.describe() if candidate.gate else 'not evaluated'}{tried}"
 
 
 def _context(request: OptimizeRequest, job: Job, model_dir: Path, rows: list[Row],

@@ -54,3 +54,22 @@ async def test_servable_newer_version_still_wins_and_old_manifests_serve(reposit
         assert (await client.get("/v2/models/digits/versions/2")).status == 404
     finally:
         await client.close()
+
+
+async def test_optimizer_held_int8_leaves_the_faster_fp32_served(repository: Path, tmp_path: Path) -> None:
+    """End to end: INT8 that is not faster (forced with an unreachable margin) is published held,
+    and the server keeps answering from the FP32 source unless a request names the INT8 version."""
+    from optimizer import OptimizeRequest, optimize
+
+    data = repository / "digits" / "data"
+    result = optimize(OptimizeRequest(source=repository / "digits" / "1", calibration=data / "calibration.npz",
+                                      evaluation=data / "eval.npz", min_speedup=100.0, bench_seconds=0.05,
+                                      quiet=True))
+    assert result.versions == [2, 3] and result.served == [False, False]
+    x, _ = eval_rows(repository)
+    client = await client_for(repository, tmp_path)
+    try:
+        assert (await _infer(client, "/v2/models/digits/infer", x))["model_version"] == "1"
+        assert (await _infer(client, "/v2/models/digits/versions/3/infer", x))["model_version"] == "3"
+    finally:
+        await client.close()
