@@ -35,9 +35,13 @@ class Speed:
     rounds: int = 1
     latency_spread: float = 0.0      # relative half-IQR of the rounds' median latencies
     throughput_spread: float = 0.0   # relative half-IQR of the rounds' throughputs
+    round_latency_ms: tuple[float, ...] = ()   # per round, so ratios can be taken round by round
+    round_throughput: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["round_latency_ms"], data["round_throughput"] = list(self.round_latency_ms), list(self.round_throughput)
+        return data
 
 
 def sample_inputs(inputs: dict[str, np.ndarray], rows: int) -> Inputs:
@@ -95,11 +99,13 @@ def _speed(latency: list[list[float]], batch: list[list[float]], max_batch: int)
         latency_p99_ms=round(float(np.percentile(samples, 99)) * 1e3, 4),
         throughput_rows_s=round(float(np.median(throughputs)), 1),
         max_batch=max_batch, latency_samples=int(samples.size), rounds=len(latency),
-        latency_spread=_spread(latency_medians), throughput_spread=_spread(throughputs),
+        latency_spread=spread(latency_medians), throughput_spread=spread(throughputs),
+        round_latency_ms=tuple(round(float(v) * 1e3, 4) for v in latency_medians),
+        round_throughput=tuple(round(float(v), 1) for v in throughputs),
     )
 
 
-def _spread(values: np.ndarray) -> float:
+def spread(values: np.ndarray) -> float:
     """Half the interquartile range of the rounds, relative to their median: one round hit by a
     neighbour's burst on a shared CPU does not widen the band, a steadily noisy host does."""
     low, mid, high = np.percentile(values, [25, 50, 75])

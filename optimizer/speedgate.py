@@ -5,9 +5,11 @@ way this host runs the source (ONNX Runtime, OpenVINO default, OpenVINO f32). It
 it beats that by ``min_speedup``; otherwise it is published with ``"serve": false`` (the version
 policy skips it; a request naming it still reaches it) unless ``--allow-slower``.
 
-Hysteresis: a measured ratio carries the benchmark's noise (the spread of its rounds, never less
-than NOISE_FLOOR). The gate always takes the conservative side of that band: it serves only when
-``ratio ≥ min_speedup × (1 + noise)``. A figure near the margin therefore lands in the band and is
+Hysteresis: a measured ratio carries the benchmark's noise. Models are timed in interleaved rounds,
+so the ratio is taken round by round (a burst of load from a neighbour slows both sides of one
+round alike and cancels out); the ratio is the median of the rounds' ratios and the noise their
+half-IQR, never less than NOISE_FLOOR. The gate always takes the conservative side of that band:
+it serves only when ``ratio ≥ min_speedup × (1 + noise)``. A figure near the margin therefore lands in the band and is
 held on every run, instead of flipping with each run's luck. A pruned artifact must clear the same
 rule against its unpruned twin, or it is not published at all.
 """
@@ -17,6 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from optimizer.benchmark import spread
 from optimizer.report import Row
 
 OBJECTIVES = ("latency", "throughput", "size")
@@ -77,10 +82,30 @@ def apply(rows: list[Row], policy: SpeedPolicy) -> None:
 
 def _compare(policy: SpeedPolicy, row: Row, baseline: Row) -> tuple[float, float, float]:
     """(ratio, noise band, ratio required to pass) of ``row`` against ``baseline``."""
-    timed = policy.objective != "size"
-    band = max(noise(policy.objective, row) + noise(policy.objective, baseline), NOISE_FLOOR if timed else 0.0)
-    ratio = value(policy.objective, row) / max(value(policy.objective, baseline), 1e-300)
+    if policy.objective == "size":
+        ratio, band = value("size", row) / value("size", baseline), 0.0
+    else:
+        ratio, band = _timed_ratio(policy.objective, row, baseline)
+        band = max(band, NOISE_FLOOR)
     return ratio, band, policy.min_speedup * (1.0 + band)
+
+
+def _timed_ratio(objective: str, row: Row, baseline: Row) -> tuple[float, float]:
+    """Median and relative half-IQR of the per-round ratios; figures measured apart (no shared
+    rounds) fall back to the ratio of medians with both spreads added."""
+    mine, theirs = row.speed, baseline.speed
+    if mine is None or theirs is None:
+        return 0.0, 0.0
+    if objective == "latency":
+        pairs = list(zip(theirs.round_latency_ms, mine.round_latency_ms, strict=False))
+    else:
+        pairs = list(zip(mine.round_throughput, theirs.round_throughput, strict=False))
+    rounds = len(mine.round_latency_ms)
+    if rounds > 1 and rounds == len(theirs.round_latency_ms):
+        ratios = np.array([top / max(bottom, 1e-12) for top, bottom in pairs])
+        return float(np.median(ratios)), spread(ratios)
+    ratio = value(objective, row) / max(value(objective, baseline), 1e-300)
+    return ratio, noise(objective, row) + noise(objective, baseline)
 
 
 def _settle_pruned(rows: list[Row], policy: SpeedPolicy) -> None:

@@ -159,6 +159,22 @@ def test_the_gate_takes_the_conservative_side_of_the_noise_band(latency_ms: floa
     assert rows[2].speed_gate["baseline"] == "fast fp32"
 
 
+def test_round_by_round_ratios_cancel_a_load_burst_that_hits_both_sides() -> None:
+    """Each round's load slows baseline and candidate alike: their ratio is steady at 2x, so the
+    per-figure spreads (huge here) do not widen the band."""
+    def speed(rounds: tuple[float, ...]) -> Speed:
+        return Speed(float(np.median(rounds)), max(rounds), 1.0, 1, 50, 5, 0.5, 0.5, rounds,
+                     tuple(1 / r for r in rounds))
+
+    base = Row("fp32", "onnx", "onnxruntime", "fp32", "accuracy", 0.9, 0.0, 1000, speed((1.0, 2.0, 1.0, 3.0, 1.0)),
+               "baseline")
+    candidate = Row("int8", "onnx", "onnxruntime", "int8", "accuracy", 0.9, 0.0, 500,
+                    speed((0.5, 1.0, 0.5, 1.5, 0.5)), "published")
+    apply([base, candidate], SpeedPolicy("latency", 1.1))
+    assert candidate.serve is True
+    assert candidate.speed_gate["ratio"] == pytest.approx(2.0) and candidate.speed_gate["noise"] == NOISE_FLOOR
+
+
 def test_calibration_subset_is_seeded(tmp_path: Path) -> None:
     data = TensorData(tmp_path / "x.npz", "", {"x": np.arange(1000, dtype=np.float32)[:, None]}, None, 1000)
     first, again, other = data.sample(100, 0), data.sample(100, 0), data.sample(100, 1)
