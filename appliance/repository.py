@@ -29,6 +29,7 @@ from appliance.modelconfig import ModelConfig, ModelConfigError, load_model_conf
 from appliance.runtimes import CompiledModel, RuntimeLoadError, load_model
 from appliance.runtimes.warmup import warm_up
 from modelrepo import MANIFEST_NAME, Manifest, ManifestError, list_versions, read_manifest, verify_files
+from modelrepo.manifest import is_servable
 
 log = logging.getLogger("appliance.repository")
 
@@ -58,6 +59,9 @@ class ModelVersion:
     loaded_at: float = 0.0
     load_seconds: float = 0.0
     manifest_sha256: str = ""  # of manifest.json as loaded: names the exact artifact (audit, lineage, jobs)
+    #: False for a version whose manifest says ``"serve": false``: loaded, but only a request that
+    #: names it reaches it (the optimizer found it no faster than the FP32 source on this host).
+    serve: bool = True
 
     @property
     def ready(self) -> bool:
@@ -77,7 +81,7 @@ class ModelEntry:
 
     def latest_ready(self) -> ModelVersion | None:
         for number in sorted(self.versions, reverse=True):
-            if self.versions[number].ready:
+            if self.versions[number].ready and self.versions[number].serve:
                 return self.versions[number]
         return None
 
@@ -131,19 +135,22 @@ class Repository:
         try:
             config = load_model_config(model_dir)
         except ModelConfigError as exc:
+            log.error("model refused", extra={"fields": {"model": name, "reason": str(exc)}})
             if old is not None and old.latest_ready() is not None:
                 raise ModelNotReady(f"model '{name}' not reloaded: {exc}") from None
             return Reloaded(self._set(ModelEntry(name, None, error=str(exc))), [], [])
         entry, loaded = ModelEntry(name, config), []
-        available = list_versions(model_dir)
+        selected = _selected(config, model_dir)
         pinned = self._pins(name) if self._pins is not None else set()
-        for number in sorted({*config.version_policy.select(available), *(pinned & set(available))}):
+        for number in pinned & set(list_versions(model_dir)) - set(selected):
+            selected[number] = is_servable(model_dir / str(number))
+        for number, serve in sorted(selected.items()):
             current = old.versions.get(number) if old is not None else None
             if current is not None and current.ready and current.config == config \
-                    and current.manifest_sha256 == manifest_digest(current.path):
+                    and current.manifest_sha256 == manifest_digest(current.path) and current.serve == serve:
                 entry.versions[number] = current
                 continue
-            version = ModelVersion(name, number, model_dir / str(number), config)
+            version = ModelVersion(name, number, model_dir / str(number), config, serve=serve)
             self._load_version(version)
             entry.versions[number] = version
             loaded.append(version)
@@ -280,6 +287,19 @@ def manifest_digest(version_dir: Path) -> str:
         return hashlib.sha256((version_dir / MANIFEST_NAME).read_bytes()).hexdigest()
     except OSError:
         return ""
+
+
+def _selected(config: ModelConfig, model_dir: Path) -> dict[int, bool]:
+    """Version → served by default. The policy chooses among servable versions; a held version
+    (``"serve": false``) newer than the oldest chosen one is loaded too, for explicit requests."""
+    available = list_versions(model_dir)
+    servable = {number: is_servable(model_dir / str(number)) for number in available}
+    chosen = config.version_policy.select([n for n in available if servable[n]])
+    floor = min(chosen, default=0)
+    held = [n for n in config.version_policy.select(available) if not servable[n]]
+    if not config.version_policy.specific:  # an operator's pinned list is loaded as written
+        held += [n for n in available if not servable[n] and n > floor]
+    return {number: servable[number] for number in sorted({*chosen, *held})}
 
 
 def _check_declared_tensors(config: ModelConfig, compiled: CompiledModel) -> None:

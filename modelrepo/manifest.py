@@ -49,7 +49,10 @@ class Manifest:
     """One model version's manifest.
 
     ``files`` maps a file name relative to the version directory to its SHA-256. ``model_file``
-    names the file a runtime opens (``model.onnx`` or ``model.xml``).
+    names the file a runtime opens (``model.onnx`` or ``model.xml``). ``serve`` is false for a
+    version the optimizer published but found no faster than the best FP32 way this host runs the
+    source: the version policy skips it, a request may still name it (absent means true, so
+    manifests written before the field existed keep serving).
     """
 
     format: str
@@ -62,6 +65,7 @@ class Manifest:
     optimizer: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    serve: bool = True
     schema: int = MANIFEST_SCHEMA
 
     def __post_init__(self) -> None:
@@ -69,6 +73,8 @@ class Manifest:
             raise ManifestError(f"unknown artifact format {self.format!r}; expected one of {FORMATS}")
         if self.model_file not in self.files:
             raise ManifestError(f"model_file {self.model_file!r} is not listed in files")
+        if not isinstance(self.serve, bool):
+            raise ManifestError(f"'serve' must be true or false, got {self.serve!r}")
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -76,6 +82,7 @@ class Manifest:
             "format": self.format,
             "precision": self.precision,
             "model_file": self.model_file,
+            "serve": self.serve,
             "files": dict(sorted(self.files.items())),
             "created_at": self.created_at,
             "provenance": self.provenance,
@@ -90,7 +97,7 @@ class Manifest:
     def from_dict(cls, data: dict[str, Any]) -> Manifest:
         known = {
             "schema", "format", "precision", "model_file", "files", "created_at",
-            "provenance", "parent_version", "optimizer", "metrics",
+            "provenance", "parent_version", "optimizer", "metrics", "serve",
         }
         try:
             files = data["files"]
@@ -104,6 +111,7 @@ class Manifest:
                 precision=str(data["precision"]),
                 model_file=str(data["model_file"]),
                 files=files,
+                serve=data.get("serve", True),
                 created_at=str(data.get("created_at", "")),
                 provenance=dict(data.get("provenance") or {}),
                 parent_version=data.get("parent_version"),
@@ -153,6 +161,15 @@ def read_manifest(version_dir: Path) -> Manifest:
     if not isinstance(data, dict):
         raise ManifestError(f"{path} must hold a JSON object")
     return Manifest.from_dict(data)
+
+
+def is_servable(version_dir: Path) -> bool:
+    """The manifest's ``serve`` flag; an unreadable manifest counts as servable, so the server
+    still selects that version and reports why it cannot load instead of silently skipping it."""
+    try:
+        return read_manifest(version_dir).serve
+    except ManifestError:
+        return True
 
 
 def verify_files(version_dir: Path, manifest: Manifest) -> list[str]:

@@ -37,6 +37,15 @@ class TensorData:
             stop = min(start + size, end)
             yield {name: array[start:stop] for name, array in self.inputs.items()}
 
+    def sample(self, rows: int, seed: int) -> TensorData:
+        """``rows`` rows drawn without replacement by a seeded generator, in file order: calibration
+        sees the whole file's spread (not its first rows) and a rerun sees the same rows."""
+        if rows >= self.rows:
+            return self
+        picked = np.sort(np.random.default_rng(seed).choice(self.rows, size=rows, replace=False))
+        labels = None if self.labels is None else self.labels[picked]
+        return TensorData(self.path, self.sha256, {k: v[picked] for k, v in self.inputs.items()}, labels, rows)
+
     def head(self, rows: int) -> TensorData:
         """The first ``rows`` rows (ranking on a subset is cheaper than on everything)."""
         rows = min(rows, self.rows)

@@ -48,7 +48,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-batch", type=int, help="batch for the throughput figure "
                         "(default: model.toml max_batch_size, else 64)")
     parser.add_argument("--bench-seconds", type=float, default=1.0,
-                        help="wall time per benchmark measurement (default 1)")
+                        help="wall time per model and figure, over all rounds (default 1)")
+    parser.add_argument("--bench-rounds", type=int, default=5,
+                        help="interleaved benchmark rounds; figures are medians of rounds (default 5)")
+    parser.add_argument("--objective", choices=("latency", "throughput", "size"), default="latency",
+                        help="what the speed gate weighs: batch-1 p50 latency, throughput at the serving "
+                        "batch, or size on disk (default latency)")
+    parser.add_argument("--min-speedup", type=float, default=1.1, metavar="RATIO",
+                        help="serve an artifact only if it beats the best FP32 way this host runs the source "
+                        "by this ratio, beyond the benchmark's noise (default 1.1); slower ones are "
+                        "published with serve=false")
+    parser.add_argument("--allow-slower", action="store_true",
+                        help="serve what passes the accuracy gate even if it is not faster")
+    parser.add_argument("--max-output-diff", type=float, default=0.01, metavar="DIFF",
+                        help="largest mean absolute difference of outputs against FP32, in output units "
+                        "(probabilities: 0.01 = one point; default 0.01); negative: not gated")
+    parser.add_argument("--quantize-outputs", action="store_true",
+                        help="also quantize the output ops (Softmax, Sigmoid, normalisation); by default "
+                        "they stay float so answers are not rounded to 8-bit steps")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the calibration subset (default 0)")
     parser.add_argument("--modes", help="quantization modes to try in order until one passes the gate: "
                         "openvino int8, weight-only; onnx static, dynamic (default: all, fastest first)")
     parser.add_argument("--max-seq-length", type=int, metavar="TOKENS",
@@ -66,7 +84,10 @@ def run(args: argparse.Namespace) -> int:
         repository=args.repository, formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
         prune=args.prune, max_accuracy_drop=args.max_accuracy_drop, metric=args.metric,
         subset_size=args.subset_size, max_batch=args.max_batch, bench_seconds=args.bench_seconds,
-        quiet=args.quiet, max_seq_length=args.max_seq_length,
+        quiet=args.quiet, max_seq_length=args.max_seq_length, bench_rounds=args.bench_rounds,
+        objective=args.objective, min_speedup=args.min_speedup, allow_slower=args.allow_slower,
+        max_output_diff=None if args.max_output_diff < 0 else args.max_output_diff,
+        quantize_outputs=args.quantize_outputs, seed=args.seed,
         modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()) if args.modes else None,
     )
     try:
@@ -80,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     print(result.table())
     for line in result.refused:
         print(line)
-    published = ", ".join(f"{result.model_dir.name}/{v}" for v in result.versions)
+    published = ", ".join(f"{result.model_dir.name}/{v}" + ("" if serve else " (serve=false)")
+                          for v, serve in zip(result.versions, result.served, strict=True))
     print(f"published {published} in {result.model_dir.parent}")
     return 0

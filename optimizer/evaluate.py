@@ -2,7 +2,9 @@
 
 Every metric is turned into a per-row score where higher is better, so the gate and NNCF's
 accuracy control rank rows the same way. ``drop`` is in points: 100 × (reference − optimized);
-for ``mse`` the reference scores 0, so the drop is 100 × MSE.
+for ``mse`` the reference scores 0, so the drop is 100 × MSE. Beside the metric the gate compares
+the outputs themselves (mean absolute difference to the FP32 outputs, in output units): top-1
+accuracy and cosine do not see probabilities rounded to steps of 1/255, a client's threshold does.
 """
 
 from __future__ import annotations
@@ -51,6 +53,11 @@ def score(metric: str, outputs: np.ndarray, reference: np.ndarray, labels: np.nd
     return float(per_row(metric, outputs, reference, labels).mean())
 
 
+def output_difference(outputs: np.ndarray, reference: np.ndarray) -> float:
+    """Mean absolute difference of every output value to the FP32 reference (probability points / 100)."""
+    return float(np.abs(outputs.astype(np.float64) - reference.astype(np.float64)).mean())
+
+
 @dataclass(frozen=True)
 class GateResult:
     """One artifact's figures against the FP32 reference."""
@@ -59,23 +66,33 @@ class GateResult:
     reference: float
     optimized: float
     max_drop: float
+    output_diff: float = 0.0             # mean |optimized − FP32| over every output value
+    max_output_diff: float | None = None  # None: outputs not gated
 
     @property
     def drop(self) -> float:
         return round(100.0 * (self.reference - self.optimized), 4)
 
     @property
+    def outputs_close(self) -> bool:
+        return self.max_output_diff is None or self.output_diff <= self.max_output_diff + 1e-12
+
+    @property
     def passed(self) -> bool:
-        return self.drop <= self.max_drop + 1e-9
+        return self.drop <= self.max_drop + 1e-9 and self.outputs_close
 
     def describe(self) -> str:
-        return (f"{self.metric} {_fmt(self.metric, self.optimized)} vs FP32 "
+        text = (f"{self.metric} {_fmt(self.metric, self.optimized)} vs FP32 "
                 f"{_fmt(self.metric, self.reference)} (drop {self.drop:.2f} points, limit {self.max_drop:g})")
+        if self.max_output_diff is not None:
+            text += f", output diff {self.output_diff:.2g} (limit {self.max_output_diff:g})"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": self.metric, "reference": round(self.reference, 6),
                 "optimized": round(self.optimized, 6), "drop_points": self.drop,
-                "max_drop_points": self.max_drop, "passed": self.passed}
+                "max_drop_points": self.max_drop, "output_diff": round(self.output_diff, 8),
+                "max_output_diff": self.max_output_diff, "passed": self.passed}
 
 
 def _fmt(metric: str, value: float) -> str:

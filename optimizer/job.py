@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from optimizer.calibration import TensorData
-from optimizer.evaluate import GateResult, score
+from optimizer.evaluate import GateResult, output_difference, score
 from optimizer.progress import Progress
 from optimizer.runtimes import Inputs, Predict, predict_all
 from optimizer.sources import Source
@@ -34,6 +34,9 @@ class Job:
     progress: Progress
     workdir: Path
     pruning: dict[str, Any] = field(default_factory=dict)
+    quantize_outputs: bool = False     # True: the output ops (Softmax, normalisation) may be INT8 too
+    max_output_diff: float | None = None  # gate on mean |optimized − FP32| outputs (None: not gated)
+    seed: int = 0                      # picks the calibration subset
 
     @property
     def fixed_batch(self) -> int | None:
@@ -44,9 +47,10 @@ class Job:
         return self.fixed_batch or EVAL_BATCH
 
     def calibration_items(self) -> list[Inputs]:
-        """Calibration samples one per item (NNCF counts items), at the model's batch size."""
+        """A seeded subset of calibration rows, one batch per item (NNCF counts items), at the model's
+        batch size."""
         size = self.fixed_batch or 1
-        return list(self.calibration.batches(size, limit=self.subset_size))
+        return list(self.calibration.sample(self.subset_size, self.seed).batches(size))
 
     def evaluate(self, predict: Predict, desc: str) -> tuple[np.ndarray, GateResult]:
         """Outputs of ``predict`` on every eval row and the gate's verdict on them."""
@@ -54,7 +58,8 @@ class Job:
         batches = self.progress.bar(self.evaluation.batches(self.eval_batch), desc, total)
         outputs = predict_all(predict, batches)
         value = score(self.metric, outputs, self.reference, self.evaluation.labels)
-        return outputs, GateResult(self.metric, self.reference_score, value, self.max_drop)
+        return outputs, GateResult(self.metric, self.reference_score, value, self.max_drop,
+                                   output_difference(outputs, self.reference), self.max_output_diff)
 
 
 @dataclass

@@ -22,6 +22,7 @@ from typing import Any
 from modelrepo import Manifest, publish_version, staging_directory
 from optimizer.errors import OptimizerError
 from optimizer.job import Candidate
+from optimizer.report import Row
 from optimizer.sources import Source
 from optimizer.specs import TensorSpec
 
@@ -59,28 +60,41 @@ def check_model_dir(repository: Path, name: str) -> Path:
     return model_dir
 
 
-def publish(candidates: list[Candidate], context: PublishContext, rows: dict[str, dict[str, Any]],
-            baselines: dict[str, dict[str, Any]]) -> list[int]:
-    """Stage every candidate, then publish them in order; returns the new version numbers."""
+@dataclass
+class Publication:
+    """One artifact to publish: its files, its report row (with the speed gate's verdict) and the
+    drift baseline live traffic is later compared with."""
+
+    candidate: Candidate
+    row: Row
+    drift: dict[str, Any]
+
+
+def is_version_of(source: Source, model_dir: Path) -> bool:
+    """Whether the source is itself a version of the model being published to."""
+    return source.repository is not None and source.model_name == model_dir.name and (
+        source.repository.resolve() == model_dir.parent.resolve())
+
+
+def publish(items: list[Publication], context: PublishContext) -> list[int]:
+    """Stage every artifact, then publish them in order; returns the new version numbers."""
     with ExitStack() as stack:
         staged = []
-        for candidate in candidates:
+        for item in items:
             staging = stack.enter_context(staging_directory(context.model_dir))
-            for path in [*sorted(candidate.directory.iterdir()), *context.companions]:
+            for path in [*sorted(item.candidate.directory.iterdir()), *context.companions]:
                 shutil.copyfile(path, staging / path.name)
-            _manifest(candidate, context, staging, rows[candidate.format],
-                      baselines.get(candidate.format, {})).write(staging)
+            _manifest(item, context, staging).write(staging)
             staged.append(staging)
         return [int(publish_version(context.model_dir, staging).name) for staging in staged]
 
 
-def _manifest(candidate: Candidate, context: PublishContext, staging: Path, row: dict[str, Any],
-              baseline: dict[str, Any]) -> Manifest:
+def _manifest(item: Publication, context: PublishContext, staging: Path) -> Manifest:
+    candidate, row = item.candidate, item.row
     if candidate.gate is None:
         raise ValueError(f"{candidate.format}: an ungated candidate cannot be published")
     source = context.source
-    same_model = source.repository is not None and source.model_name == context.model_dir.name and (
-        source.repository.resolve() == context.model_dir.parent.resolve())
+    same_model = is_version_of(source, context.model_dir)
     return Manifest.for_directory(
         staging, format=candidate.format, precision=candidate.precision,
         model_file=candidate.model_file,
@@ -91,9 +105,9 @@ def _manifest(candidate: Candidate, context: PublishContext, staging: Path, row:
             "parameters": context.parameters, "libraries": library_versions(),
             **candidate.details,
         },
-        metrics={"accuracy": candidate.gate.to_dict(), "artifact": row, "report": context.report,
-                 "baseline": baseline, "host": host()},
-        extra=dict(context.extra),
+        metrics={"accuracy": candidate.gate.to_dict(), "artifact": row.to_dict(), "report": context.report,
+                 "speed_gate": row.speed_gate, "baseline": item.drift, "host": host()},
+        serve=bool(row.serve), extra=dict(context.extra),
     )
 
 

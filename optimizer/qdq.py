@@ -22,6 +22,7 @@ import numpy as np
 from optimizer.errors import OptimizerError
 from optimizer.evaluate import GateResult, score
 from optimizer.job import Candidate, Job
+from optimizer.outputs import onnx_output_nodes
 from optimizer.runtimes import Inputs, onnxruntime_predict, onnxruntime_session, predict_all
 
 #: Node types worth keeping in float: they carry the weights whose inputs get quantized.
@@ -42,7 +43,7 @@ def quantize_onnx(job: Job) -> Candidate:
     _quantize(job, prepared, target, excluded)
     outputs, gate = job.evaluate(_predictor(target), "evaluating ONNX INT8")
     details: dict[str, Any] = {"mode": "static-qdq", "activation_type": "QUInt8", "weight_type": "QInt8",
-                               "per_channel": True}
+                               "per_channel": True, "float_outputs": _output_nodes(job, prepared)}
     if not gate.passed:
         job.progress.note(f"onnx: {gate.describe()}; trying float fallback for sensitive nodes")
         details["before_fallback"] = gate.to_dict()
@@ -66,12 +67,13 @@ def quantize_onnx_dynamic(job: Job) -> Candidate:
     directory.mkdir(exist_ok=True)
     target = directory / "model.onnx"
     try:
-        quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True)
+        quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         nodes_to_exclude=_output_nodes(job, prepared))
     except Exception as exc:
         raise OptimizerError(f"ONNX Runtime dynamic quantization failed: {str(exc).splitlines()[0][:300]}") from None
     outputs, gate = job.evaluate(_predictor(target), "evaluating ONNX dynamic INT8")
     details = {"mode": "dynamic", "activation_type": "QUInt8 (per call)", "weight_type": "QInt8",
-               "per_channel": True, "float_nodes": []}
+               "per_channel": True, "float_nodes": [], "float_outputs": _output_nodes(job, prepared)}
     return Candidate("onnx", "int8", directory, "model.onnx", gate, outputs, details)
 
 
@@ -116,11 +118,16 @@ def _quantize(job: Job, prepared: Path, target: Path, excluded: list[str],
             str(prepared), str(target), _Reader(items) if items else None,
             quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=list(excluded),
+            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=[*excluded, *_output_nodes(job, prepared)],
             calibration_cache_path=str(cache), op_types_to_quantize=list(op_types) if op_types else None,
         )
     except Exception as exc:
         raise OptimizerError(f"ONNX Runtime quantization failed: {str(exc).splitlines()[0][:300]}") from None
+
+
+def _output_nodes(job: Job, prepared: Path) -> list[str]:
+    """The ops that shape the answer stay float (see :mod:`optimizer.outputs`) unless asked otherwise."""
+    return [] if job.quantize_outputs else onnx_output_nodes(prepared)
 
 
 def _predictor(path: Path) -> Any:

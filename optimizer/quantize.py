@@ -18,6 +18,7 @@ import numpy as np
 
 from optimizer.evaluate import per_row
 from optimizer.job import Candidate, Job
+from optimizer.outputs import ignored_scope
 from optimizer.progress import disable_usage_telemetry
 from optimizer.runtimes import compile_openvino, inference_precision, openvino_core, openvino_predict
 
@@ -38,7 +39,10 @@ def quantize_openvino(job: Job, *, config: dict[str, Any] | None = None) -> Cand
     # A list, not a generator: NNCF walks the data once per algorithm (min/max, bias correction).
     calibration = nncf.Dataset(job.calibration_items())
     subset = min(job.subset_size, job.calibration.rows)
-    extra = {"model_type": nncf.ModelType.TRANSFORMER} if job.source.kind == "hf" else {}
+    extra: dict[str, Any] = {"model_type": nncf.ModelType.TRANSFORMER} if job.source.kind == "hf" else {}
+    scope = ignored_scope(model, job.quantize_outputs)
+    if scope is not None:
+        extra["ignored_scope"] = scope
     with job.progress.library_output():
         if job.evaluation is job.calibration:
             quantized = nncf.quantize(model, calibration, subset_size=subset, **extra)
@@ -56,8 +60,9 @@ def quantize_openvino(job: Job, *, config: dict[str, Any] | None = None) -> Cand
         "mode": mode, "runtime_config": dict(config or {}),
         "evaluated_precision": inference_precision(compiled),
         "float_nodes": float_nodes(quantized),
+        "float_outputs": list(scope.names) if scope is not None else [],
     }
-    if extra:
+    if "model_type" in extra:
         details["model_type"] = "transformer"
     return Candidate("openvino", "int8", directory, "model.xml", gate, outputs, details)
 

@@ -128,7 +128,7 @@ def test_un_normalised_input_collapses_naively_and_the_fallback_rescues_it(tmp_p
     naive = _naive_int8_accuracy(source, calibration, evaluation, tmp_path)
     result = optimize(OptimizeRequest(source=source, calibration=calibration, evaluation=evaluation,
                                       name="raw", repository=tmp_path / "repo", bench_seconds=0.05,
-                                      quiet=True))
+                                      quiet=True, min_speedup=0.0))
     assert result.versions == [1, 2]
     for version in result.versions:
         manifest = read_manifest(tmp_path / "repo" / "raw" / str(version))
