@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance.audit import checkpoints, store
 from appliance.audit.keys import Keyring
 from appliance.audit.model import AuditError, AuditRecord, AuditStats
-from appliance.audit.sealing import NoncePool, Prepared, prepare, seal_chain
+from appliance.audit.sealing import NoncePool, Prepared, format_time, prepare, seal_chain
 from appliance.system.threadname import name_os_thread
 from appliance.system.threadsched import defer_to_event_loop
 
@@ -250,7 +250,7 @@ class Writer(threading.Thread):
             seq, prev = store.head(conn, self._log_id)
             rows = seal_chain(prepared, seq, prev, self._keyring, self._nonces.take(len(prepared)))
             if not self._key_noted:
-                store.note_key(conn, self._keyring.active_id, rows[0][0], rows[0][1])
+                store.note_key(conn, self._keyring.active_id, rows[0][0], format_time(rows[0][1] * 1000))
             store.insert_rows(conn, rows)
         return rows
 
