@@ -14,7 +14,7 @@ from aiohttp import web
 from appliance import __version__
 from appliance.appkeys import AUDIT, METRICS, OBSERVABILITY, REPOSITORY, SERVICE, SETTINGS, STATE, ServerState
 from appliance.artifacts import SealedArtifactReader
-from appliance.audit import AuditLogSlot, AuditRecord, open_audit_log
+from appliance.audit import AuditLogSlot, AuditRecord, open_audit_log, upkeep
 from appliance.audit.requests import InferenceAuditor
 from appliance.auth.guard import Guard
 from appliance.config import Settings
@@ -61,7 +61,9 @@ async def _audit(app: web.Application) -> AsyncIterator[None]:
     # The effective configuration's digest: a change between two starts is visible in the log.
     audit_log.append_nowait(AuditRecord("server_start", status=200, detail=f"model-appliance {__version__}; "
                                         f"config sha256 {settings_digest(app[SETTINGS])}"))
+    retention = await upkeep.start(app[SETTINGS], audit_log)  # retention and capacity, in a thread
     yield
+    await upkeep.stop(retention)
     auditor, app[SERVICE].audit = app[SERVICE].audit, None
     if isinstance(auditor, InferenceAuditor):
         auditor.flush_overloads()

@@ -63,3 +63,20 @@ class AuditStats:
     last_checkpoint_seq: int
     healthy: bool
     last_error: str | None
+    #: Records lost with nobody waiting to be told (relaxed mode, refusals, lifecycle events).
+    records_dropped: int = 0
+    commit_failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditHealth:
+    """Whether the log can commit now, for readiness and the status page (no protocol in it).
+
+    ``ready`` is False only when requests depend on the log and it cannot take them: strict mode
+    and a failing writer (disk full, read-only file system, database locked or damaged). Relaxed
+    mode keeps serving and counts what it drops.
+    """
+
+    ok: bool
+    ready: bool
+    reason: str = ""

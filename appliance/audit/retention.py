@@ -69,7 +69,8 @@ def purge_through(database: Path, checkpoint_file: Path, signing: Ed25519Private
             if span is None or span[0] > cut:
                 break
             purged += _purge_chunk(conn, checkpoint_file, signing, log, min(cut, span[0] + CHUNK_ROWS - 1))
-        conn.execute("PRAGMA incremental_vacuum")
+        # executescript steps the pragma to the end; execute() steps once and frees a single page
+        conn.executescript("PRAGMA incremental_vacuum;")
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         mark = store.anchor(conn)
     finally:

@@ -214,6 +214,13 @@ def seq_span(conn: sqlite3.Connection) -> tuple[int, int, int] | None:
     return None if first is None or last is None else (first, last, rows)
 
 
+def used_bytes(conn: sqlite3.Connection) -> int:
+    """Bytes of the database file in use (pages not on the free list); the WAL not included."""
+    pages, free, size = (conn.execute(f"PRAGMA {name}").fetchone()[0]
+                         for name in ("page_count", "freelist_count", "page_size"))
+    return int((pages - free) * size)
+
+
 def delete_through(conn: sqlite3.Connection, cut: int) -> int:
     """Delete every row up to seq ``cut``; the number deleted."""
     return sum(conn.execute(f"DELETE FROM {table} WHERE seq <= ?", (cut,)).rowcount

@@ -36,6 +36,9 @@ from appliance.system.threadsched import defer_to_event_loop
 
 _log = logging.getLogger(__name__)
 _MAX_BATCH = 4096
+#: While commits fail, how often the idle writer tries a small write to learn the cause has gone
+#: (a not-ready server gets no traffic that would tell it).
+PROBE_INTERVAL_S = 1.0
 
 
 @dataclass(slots=True)
@@ -93,6 +96,7 @@ class Writer(threading.Thread):
         self._queue: queue.SimpleQueue[Item | list[Item] | Stop] = queue.SimpleQueue()
         self._count_lock = threading.Lock()
         self._submitted = self._settled = self._written = self._commits = 0
+        self._dropped = self._failures = 0
         self._last_commit: float | None = None
         self._busy_since: float | None = None
         self._last_error: str | None = None
@@ -130,6 +134,7 @@ class Writer(threading.Thread):
             writer_lag_seconds=0.0 if busy is None else max(0.0, time.monotonic() - busy),
             commits=self._commits, last_checkpoint_seq=self._cp_seq,
             healthy=self.is_alive() and self._last_error is None, last_error=self._last_error,
+            records_dropped=self._dropped, commit_failures=self._failures,
         )
 
     # -- writer thread ------------------------------------------------------------------------
@@ -153,14 +158,30 @@ class Writer(threading.Thread):
         wake([stop])
 
     def _checkpoint_wait(self) -> float | None:
+        probe = PROBE_INTERVAL_S if self._last_error is not None else None
         if self._head[0] == self._cp_seq:
-            return None
-        return max(0.0, self._cp_time + self._config.checkpoint_interval_s - time.monotonic())
+            return probe
+        wait = max(0.0, self._cp_time + self._config.checkpoint_interval_s - time.monotonic())
+        return wait if probe is None else min(wait, probe)
+
+    def _probe(self) -> None:
+        """One small committed write (not a record): success means the cause of the last failure
+        has gone and readiness may turn true again without waiting for traffic."""
+        try:
+            self._db.conn.execute("INSERT OR REPLACE INTO meta VALUES ('writer_probe', ?)",
+                                  (format_time(time.time_ns()),))
+        except Exception as exc:
+            self._last_error = f"audit commit failed: {exc}"
+            return
+        _log.warning("audit log writable again after: %s", self._last_error)
+        self._last_error = None
 
     def _collect(self) -> tuple[list[Item], Stop | None]:
         try:
             first = self._queue.get(timeout=self._checkpoint_wait())
         except queue.Empty:
+            if self._last_error is not None:
+                self._probe()
             return [], None
         if isinstance(first, Stop):
             return [], first
@@ -205,6 +226,7 @@ class Writer(threading.Thread):
             except Exception as exc:  # one bad record must not sink the batch
                 _log.error("audit record refused: %s", exc)
                 self._settled += 1
+                self._dropped += item.future is None
                 wake([item], f"audit record refused: {exc}")
         return ready, prepared
 
@@ -226,10 +248,7 @@ class Writer(threading.Thread):
             if not (self._key_noted and store.append_after(conn, rows, prev)):
                 rows = self._write_locked(conn, prepared)
         except Exception as exc:
-            self._last_error = f"audit commit failed: {exc}"
-            _log.error("%s (%d records lost)", self._last_error, len(ready))
-            self._settled += len(ready)
-            wake(ready, self._last_error)
+            self._fail(ready, f"audit commit failed: {exc}")
             return
         finally:
             self._busy_since = None
@@ -241,6 +260,18 @@ class Writer(threading.Thread):
         self._last_commit = time.monotonic()
         self._last_error = None
         wake(ready)
+
+    def _fail(self, ready: list[Item], error: str) -> None:
+        """A failed commit: awaited records fail their requests (503); the others are dropped,
+        and the log line and ``records_dropped`` say how many, never silently."""
+        dropped = sum(1 for item in ready if item.future is None)
+        self._last_error = error
+        self._failures += 1
+        self._dropped += dropped
+        self._settled += len(ready)
+        _log.error("%s (%d records refused to their requests, %d dropped; %d dropped since start)",
+                   error, len(ready) - dropped, dropped, self._dropped)
+        wake(ready, error)
 
     def _write_locked(self, conn: sqlite3.Connection, prepared: list[Prepared]) -> list[tuple[Any, ...]]:
         """The slow path: chain onto the head read inside a write transaction (the first commit,
