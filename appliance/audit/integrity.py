@@ -39,6 +39,8 @@ def check_file(path: Path) -> None:
     wal = path.with_name(path.name + "-wal")
     if wal.exists() and wal.stat().st_size > 0:
         return
+    if header[24:28] != header[92:96]:
+        return  # "in-header database size" not valid (written by an SQLite before 3.7.0): no claim to check
     page_size = int.from_bytes(header[16:18], "big")
     page_size = 65536 if page_size == 1 else page_size
     pages = int.from_bytes(header[28:32], "big")

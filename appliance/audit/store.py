@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -28,6 +29,7 @@ from appliance.audit import integrity, legacy
 from appliance.audit.model import AuditError
 from appliance.audit.sealing import COLUMNS, format_time, genesis_hash, stored_row
 
+_log = logging.getLogger(__name__)
 _ROW_PLACEHOLDERS = f"({', '.join('?' * len(COLUMNS))})"
 #: Rows per INSERT statement: SQLite allows 32,766 bound parameters per statement.
 _ROWS_PER_STATEMENT = 1024
@@ -125,8 +127,14 @@ def _incremental_vacuum(db: sqlite_utils.Database) -> None:
     if db.execute("PRAGMA auto_vacuum").fetchone()[0] == 2:
         return
     db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    if db.table_names():
-        db.execute("VACUUM")
+    if not db.table_names():
+        return
+    try:
+        db.execute("VACUUM")  # needs about the file's size free: best effort, the log works without
+    except sqlite3.OperationalError as exc:
+        _log.warning("audit database %s stays without incremental vacuum (purged pages are reused but "
+                     "the file does not shrink): VACUUM failed: %s", db.conn.execute("PRAGMA database_list")
+                     .fetchone()[2], exc)
 
 
 def _migrate(db: sqlite_utils.Database, *, apply: bool) -> None:

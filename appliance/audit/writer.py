@@ -39,6 +39,8 @@ _MAX_BATCH = 4096
 #: While commits fail, how often the idle writer tries a small write to learn the cause has gone
 #: (a not-ready server gets no traffic that would tell it).
 PROBE_INTERVAL_S = 1.0
+#: While commits keep failing, one log line per this many seconds carries the counts.
+FAILURE_LOG_INTERVAL_S = 10.0
 
 
 @dataclass(slots=True)
@@ -97,6 +99,8 @@ class Writer(threading.Thread):
         self._count_lock = threading.Lock()
         self._submitted = self._settled = self._written = self._commits = 0
         self._dropped = self._failures = 0
+        self._failure_logged = -FAILURE_LOG_INTERVAL_S
+        self._unlogged = [0, 0]  # refused, dropped since the last failure line
         self._last_commit: float | None = None
         self._busy_since: float | None = None
         self._last_error: str | None = None
@@ -269,8 +273,13 @@ class Writer(threading.Thread):
         self._failures += 1
         self._dropped += dropped
         self._settled += len(ready)
-        _log.error("%s (%d records refused to their requests, %d dropped; %d dropped since start)",
-                   error, len(ready) - dropped, dropped, self._dropped)
+        self._unlogged[0] += len(ready) - dropped
+        self._unlogged[1] += dropped
+        now = time.monotonic()
+        if now - self._failure_logged >= FAILURE_LOG_INTERVAL_S:  # a line per commit would flood the log
+            _log.error("%s (%d records refused to their requests, %d dropped since the last such line; "
+                       "%d dropped since start)", error, *self._unlogged, self._dropped)
+            self._failure_logged, self._unlogged = now, [0, 0]
         wake(ready, error)
 
     def _write_locked(self, conn: sqlite3.Connection, prepared: list[Prepared]) -> list[tuple[Any, ...]]:

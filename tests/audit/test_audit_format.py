@@ -61,6 +61,7 @@ async def test_a_format1_log_migrates_and_stays_verifiable(tmp_path: Path) -> No
     with raw(settings) as conn:
         assert conn.execute("SELECT count(*) FROM records_v1").fetchone()[0] == 12
         assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 5
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # one VACUUM made it incremental
     report = check(settings)
     assert report.ok and (report.first_seq, report.last_seq) == (1, 17), report.problems
     keyring = load_keyring(state / "keys" / KEY_FILE)
