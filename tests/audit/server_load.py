@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -13,10 +14,14 @@ from typing import Any
 import aiohttp
 import numpy as np
 from aiohttp.test_utils import TestClient, TestServer
+from audit_testlib import reseal
 
 from appliance.app import create_app
+from appliance.audit import AuditLog, AuditRecord, audit_paths
 from appliance.audit.keys import init_keys
 from appliance.config import Settings
+
+_DAY = 86400.0
 
 
 def audited_settings(repository: Path, state: Path, **audit: Any) -> Settings:
@@ -72,3 +77,42 @@ class Load:
         self._stop.set()
         await asyncio.gather(*self._tasks)
         return self.statuses
+
+
+async def prefill(settings: Settings, count: int, days_old: float = 0.0) -> None:
+    log = AuditLog.open(settings)
+    for i in range(count):
+        log.append_nowait(AuditRecord("infer", request_id=f"{i:032x}", model="digits", version="1", status=200,
+                                      input_sha256=f"{i:064x}", output_sha256=f"{i:064x}", principal="prefill"))
+    await log.aclose()
+    if days_old:
+        old = int((time.time() - days_old * _DAY) * 1e6)
+
+        def edit(seq: int, values: dict[str, Any], fields: dict[str, Any]) -> None:
+            if seq <= count:
+                values["time_us"] = old + seq
+
+        reseal(settings, 1, edit)
+        audit_paths(settings).checkpoints.write_bytes(b"")
+        log = AuditLog.open(settings)  # sign the re-dated head, as the writer that wrote them would have
+        log.close()
+
+
+async def metrics_of(client: Any) -> dict[str, float]:
+    text = await (await client.get("/metrics")).text()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("appliance_audit_"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+async def wait_for_purge(client: Any, within_s: float = 15.0) -> dict[str, float]:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        metrics = await metrics_of(client)
+        if metrics.get("appliance_audit_purged_records_total", 0) > 0:
+            return metrics
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no purge within {within_s}s: {metrics}")

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from pathlib import Path
-from typing import Any
 
-from audit_testlib import check, raw, reseal
-from server_load import Load, audited_settings, serving
+from audit_testlib import check, raw
+from server_load import Load, audited_settings, metrics_of, prefill, serving, wait_for_purge
 
-from appliance.audit import AuditLog, AuditRecord, audit_paths, store
+from appliance.audit import audit_paths, store
 from appliance.audit.upkeep import forecast
-from appliance.config import Settings
 
 _DAY = 86400.0
 
@@ -31,52 +28,13 @@ def test_forecast() -> None:
     assert forecast(1000, 2000, 10, 0.0, 180) == (math.inf, math.inf)  # idle
 
 
-async def _prefill(settings: Settings, count: int, days_old: float = 0.0) -> None:
-    log = AuditLog.open(settings)
-    for i in range(count):
-        log.append_nowait(AuditRecord("infer", request_id=f"{i:032x}", model="digits", version="1", status=200,
-                                      input_sha256=f"{i:064x}", output_sha256=f"{i:064x}", principal="prefill"))
-    await log.aclose()
-    if days_old:
-        old = int((time.time() - days_old * _DAY) * 1e6)
-
-        def edit(seq: int, values: dict[str, Any], fields: dict[str, Any]) -> None:
-            if seq <= count:
-                values["time_us"] = old + seq
-
-        reseal(settings, 1, edit)
-        audit_paths(settings).checkpoints.write_bytes(b"")
-        log = AuditLog.open(settings)  # sign the re-dated head, as the writer that wrote them would have
-        log.close()
-
-
-async def _metrics(client: Any) -> dict[str, float]:
-    text = await (await client.get("/metrics")).text()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("appliance_audit_"):
-            name, value = line.rsplit(" ", 1)
-            out[name] = float(value)
-    return out
-
-
-async def _wait_for_purge(client: Any, within_s: float = 15.0) -> dict[str, float]:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        metrics = await _metrics(client)
-        if metrics.get("appliance_audit_purged_records_total", 0) > 0:
-            return metrics
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"no purge within {within_s}s: {metrics}")
-
-
 async def test_retention_by_age_while_serving(repository: Path, tmp_path: Path) -> None:
     settings = audited_settings(repository, tmp_path / "state", retention_days=30.0,
                                 retention_check_interval_s=0.2)
-    await _prefill(settings, 300, days_old=40)
+    await prefill(settings, 300, days_old=40)
     async with serving(settings) as client:
         load = Load.start(client, repository)
-        metrics = await _wait_for_purge(client)
+        metrics = await wait_for_purge(client)
         await asyncio.sleep(0.3)
         statuses = await load.stop()
         status = (await (await client.get("/v2/status")).json())["audit"]
@@ -94,14 +52,14 @@ async def test_retention_by_age_while_serving(repository: Path, tmp_path: Path) 
 async def test_retention_by_size_while_serving(repository: Path, tmp_path: Path) -> None:
     limit = 600_000
     settings = audited_settings(repository, tmp_path / "state", max_bytes=limit, retention_check_interval_s=0.2)
-    await _prefill(settings, 4000)  # ~1.3 MB, all of it younger than retention_days
+    await prefill(settings, 4000)  # ~1.3 MB, all of it younger than retention_days
     async with serving(settings) as client:
         load = Load.start(client, repository)
-        await _wait_for_purge(client)
+        await wait_for_purge(client)
         await asyncio.sleep(0.6)  # a few more checks: the growth rate is measured between them
         statuses = await load.stop()
         status = (await (await client.get("/v2/status")).json())
-        metrics = await _metrics(client)
+        metrics = await metrics_of(client)
     assert set(statuses) == {200}, statuses
     assert metrics["appliance_audit_size_limited"] == 1 and metrics["appliance_audit_max_bytes"] == limit
     assert metrics["appliance_audit_growth_bytes_per_second"] > 0, (metrics, status["audit"])
