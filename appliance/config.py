@@ -146,6 +146,15 @@ class AuditSettings:
     checkpoint_interval_s: float = _doc("Also write a signed checkpoint when records are this old and "
                                         "not yet covered by one (bounds what a truncation can hide).",
                                         60.0)
+    retention_days: float = _doc("The server deletes records older than this (signed purge anchor, the "
+                                 "chain stays verifiable). 180 days: the six months the EU AI Act "
+                                 "(Art. 19) asks of high-risk systems at least. 0 = keep forever.", 180.0)
+    max_bytes: int = _doc("Size limit of the audit database (WAL included); past it the oldest records "
+                          "are purged even if younger than `retention_days`, with a warning (log, "
+                          "metric, status page). 0 = 20 % of the file system holding the database.", 0)
+    retention_check_interval_s: float = _doc("How often the server enforces `retention_days` and "
+                                             "`max_bytes` and measures the database for the capacity "
+                                             "forecast (in a thread, never on the event loop).", 60.0)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import orjson
 
 from appliance import __version__
 from appliance.artifacts import SealedArtifactReader
-from appliance.audit import AuditLog, AuditRecord, NullAuditLog, open_audit_log
+from appliance.audit import AuditLog, AuditRecord, NullAuditLog, open_audit_log, upkeep
 from appliance.audit.requests import InferenceAuditor
 from appliance.auth.guard import Guard
 from appliance.config import Settings
@@ -63,12 +63,14 @@ class Parts:
     _loading: asyncio.Task[None] | None = None
     _polling: asyncio.Task[None] | None = None
     _watching: asyncio.Task[None] | None = None
+    _upkeep: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Begin loading the models and sampling; returns at once (readiness follows the load)."""
         self.audit_log.append_nowait(AuditRecord(
             "server_start", status=200,
             detail=f"model-appliance {__version__}; config sha256 {settings_digest(self.settings)}"))
+        self._upkeep = await upkeep.start(self.settings, self.audit_log)  # retention and capacity, in a thread
         self.observability.start(self.metrics, self.service)
         self._loading = asyncio.create_task(self._load())
 
@@ -94,6 +96,7 @@ class Parts:
         await self.observability.stop()
         await asyncio.to_thread(self.repository.close)
         self._audit_models("model_unload")
+        await upkeep.stop(self._upkeep)
         if self.auditor is not None:
             self.auditor.flush_overloads()
         self.audit_log.append_nowait(AuditRecord("server_stop", status=200))

@@ -21,7 +21,7 @@ durability against a crash of the process, not against a disk that lies about fl
 """
 
 from appliance.audit.log import AuditLog, NullAuditLog, audit_paths, open_audit_log
-from appliance.audit.model import AuditError, AuditKeyError, AuditRecord, AuditStats
+from appliance.audit.model import AuditError, AuditHealth, AuditKeyError, AuditRecord, AuditStats
 
-__all__ = ["AuditError", "AuditKeyError", "AuditLog", "AuditRecord", "AuditStats", "NullAuditLog",
+__all__ = ["AuditError", "AuditHealth", "AuditKeyError", "AuditLog", "AuditRecord", "AuditStats", "NullAuditLog",
            "audit_paths", "open_audit_log"]

@@ -11,6 +11,7 @@ chain may start there only if the signing-key holder said so).
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +23,9 @@ from appliance.audit.keys import public_key_hex
 from appliance.audit.sealing import format_time
 
 KINDS = ("checkpoint", "anchor")
+#: Appends (the writer thread) and a prune's rewrite (retention, another thread) take turns, so
+#: no line appended meanwhile is lost with the rewrite.
+_lock = threading.Lock()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +70,35 @@ def make(key: Ed25519PrivateKey, kind: str, log: str, seq: int, head: bytes, now
 def append(path: Path, checkpoint: Checkpoint) -> None:
     """One ``write`` with O_APPEND (atomic between processes on a local file system), then fsync."""
     line = orjson.dumps(asdict(checkpoint)) + b"\n"
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        os.write(fd, line)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    with _lock:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def prune(path: Path, anchor_seq: int) -> int:
+    """Drop the lines for seqs before the purge anchor (they vouch for rows that are gone); keep
+    the anchor's own line and everything after. Written to a temporary file, fsync'd, renamed."""
+    with _lock:
+        try:
+            lines = path.read_bytes().splitlines(keepends=True)
+        except FileNotFoundError:
+            return 0
+        kept = [line for line in lines if (cp := _parse(line)) is None or cp.seq >= anchor_seq]
+        if len(kept) == len(lines):
+            return 0
+        temporary = path.with_name(path.name + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            os.write(fd, b"".join(kept))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
+    return len(lines) - len(kept)
 
 
 def repair_tail(path: Path) -> None:

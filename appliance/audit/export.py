@@ -43,6 +43,7 @@ def records(database: Path, keyring: Keyring, since: str | None = None,
             except SealError as exc:
                 raise AuditError(f"{exc}; run `appliance audit verify`") from None
             out = {name: row[name] for name in FIELDS[:10]}
+            out["latency_ms"] = float(out["latency_ms"])
             out["cache_hit"] = bool(out["cache_hit"])
             out.update(sealed)
             payload = sealed["payload"]

@@ -9,6 +9,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -22,9 +23,12 @@ from appliance.audit.keys import (
     public_key_hex,
     resolve_read_path,
 )
-from appliance.audit.model import AuditError, AuditKeyError, AuditRecord, AuditStats
+from appliance.audit.model import AuditError, AuditHealth, AuditKeyError, AuditRecord, AuditStats
 from appliance.audit.writer import Item, Stop, Writer, WriterConfig, wake
 from appliance.config import Settings
+
+if TYPE_CHECKING:
+    from appliance.audit.upkeep import Upkeep
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +82,7 @@ class AuditLog:
         # Strict appends of one event-loop iteration, handed to the writer together at its end.
         self._pending: list[Item] = []
         self._pending_flush = False
+        self.upkeep: Upkeep | None = None  # the server's retention and capacity checks, when running
 
     @classmethod
     def open(cls, settings: Settings, env: Mapping[str, str] | None = None) -> AuditLog:
@@ -106,6 +111,10 @@ class AuditLog:
             raise
         writer.start()
         return cls(writer, paths, strict=strict)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def _item(self, record: AuditRecord) -> Item:
         if self._closed:
@@ -189,6 +198,16 @@ class AuditLog:
             stats = dataclasses.replace(stats, records_pending=stats.records_pending + len(self._pending))
         return stats
 
+    def health(self) -> AuditHealth:
+        """Can the log commit now? Not ready only in strict mode (see ``AuditHealth``)."""
+        if self._closed:
+            reason = "audit log is closed"
+        elif not self._writer.is_alive():
+            reason = "audit writer has stopped"
+        else:
+            reason = self._writer.stats().last_error or ""
+        return AuditHealth(ok=not reason, ready=not reason or not self.strict, reason=reason)
+
 
 class NullAuditLog:
     """Same interface, records nothing: used when ``audit.enabled = false``."""
@@ -211,6 +230,9 @@ class NullAuditLog:
 
     def stats(self) -> AuditStats:
         return AuditStats(0, 0, None, 0.0, 0, 0, True, None)
+
+    def health(self) -> AuditHealth:
+        return AuditHealth(ok=True, ready=True)
 
 
 def open_audit_log(settings: Settings, env: Mapping[str, str] | None = None) -> AuditLog | NullAuditLog:

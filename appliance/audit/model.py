@@ -25,9 +25,11 @@ class AuditRecord:
     Not frozen: one is built per answered request on the event loop, and a frozen dataclass's
     ``__init__`` (one ``object.__setattr__`` per field) costs twice as much. Treat it as a value.
 
-    ``principal``, ``client``, ``request_id``, the input/output hashes, ``summary``, ``detail`` and
-    ``payload`` are sealed with AES-256-GCM; the remaining fields stay clear so operators can
-    count and filter without the key (see ``appliance.audit.sealing`` for why).
+    ``principal``, ``client``, ``request_id``, the input/output and manifest hashes, ``summary``,
+    ``route``, ``detail`` and ``payload`` are sealed with AES-256-GCM; the remaining fields stay
+    clear so operators can count and filter without the key (see ``appliance.audit.sealing``).
+    ``manifest_sha256`` (the served version's manifest) and ``route`` (stable/canary/shadow) are
+    optional: a record without them costs nothing for them.
     """
 
     action: str
@@ -45,6 +47,8 @@ class AuditRecord:
     summary: dict[str, Any] | None = None
     payload: bytes | None = None
     detail: str = ""
+    manifest_sha256: str = ""
+    route: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +63,20 @@ class AuditStats:
     last_checkpoint_seq: int
     healthy: bool
     last_error: str | None
+    #: Records lost with nobody waiting to be told (relaxed mode, refusals, lifecycle events).
+    records_dropped: int = 0
+    commit_failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class AuditHealth:
+    """Whether the log can commit now, for readiness and the status page (no protocol in it).
+
+    ``ready`` is False only when requests depend on the log and it cannot take them: strict mode
+    and a failing writer (disk full, read-only file system, database locked or damaged). Relaxed
+    mode keeps serving and counts what it drops.
+    """
+
+    ok: bool
+    ready: bool
+    reason: str = ""

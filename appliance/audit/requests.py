@@ -68,6 +68,7 @@ class InferenceAuditor:
             cache_hit=ctx.cache_hit, device=compiled.device if compiled else "",
             input_sha256=digests[0], output_sha256=digests[1], summary=summarize(outputs),
             payload=digests[2], detail=outcome.error,
+            manifest_sha256=outcome.version.manifest_sha256 if outcome.version else "", route=ctx.route,
         )
         if outcome.status != 200:
             self.log.append_nowait(record)  # a refusal must not wait on the disk

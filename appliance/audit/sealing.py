@@ -1,22 +1,26 @@
 """How one record becomes one stored row: what is sealed, the AEAD, and the chain hash.
 
-Clear columns — seq, time, action, model, version, status, latency_ms, cache_hit, device — are
+Clear columns — seq, time, action, model, version, status, latency, cache_hit, device — are
 operational facts: what the appliance did, when, with which model and how fast. Operators need
-them to count, filter (``export --since``, ``purge --before``) and alert without holding the key,
-and they name neither a person nor the data.
+them to count, filter (``export --since``, ``purge --before``, retention) and alert without holding
+the key, and they name neither a person nor the data.
 
-Sealed (AES-256-GCM, one fresh random 96-bit nonce per record):
+Sealed (AES-256-GCM, one fresh random 96-bit nonce per record; encoding in ``plaintext``):
 
 * principal, client address, request id — identify a person or a session and join other logs;
-* input/output SHA-256 — a hash of a low-entropy input (an age, a yes/no form) can be brute-forced
-  back to the input, so it is as sensitive as the input;
+* input/output SHA-256 and the manifest hash — a hash of a low-entropy input (an age, a yes/no
+  form) can be brute-forced back to the input, so it is as sensitive as the input;
 * summary — the prediction itself (a class, a score) is personal data in most deployments;
-* detail (free text) and payload (captured inputs/outputs, only when the model opts in).
+* the route (stable/canary/shadow), detail (free text) and payload (captured inputs/outputs, only
+  when the model opts in).
 
 The associated data binds the sequence number, key id and previous hash, so a sealed blob cannot
 be moved to another position, relabelled with another key id or spliced into another chain.
-The row hash covers every stored column (clear values, key id, nonce, ciphertext, previous hash)
-in an unambiguous length-prefixed encoding. Ciphertext length reveals plaintext length.
+The row hash covers every stored column (clear values, key id, nonce, ciphertext) and the previous
+row's hash in an unambiguous length-prefixed encoding. Format 2 (issue 20) stores time and latency
+as integers (µs), the key id as 8 bytes, and not the previous hash: it is the previous row's
+``row_hash``, and readers (``store.iter_rows``) supply it, so every check verify made still holds.
+Format-1 rows (``legacy``) stay as they were written. Ciphertext length reveals plaintext length.
 """
 
 from __future__ import annotations
@@ -24,26 +28,25 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from cryptography.exceptions import InvalidTag
 
+from appliance.audit import legacy, plaintext
 from appliance.audit.keys import Keyring
 from appliance.audit.model import AuditError, AuditRecord
 from appliance.system.utctime import utc_second
 
-#: Stored columns in hashing order; ``row_hash`` (last) covers all the others.
-COLUMNS = ("seq", "time", "action", "model", "version", "status", "latency_ms", "cache_hit", "device",
-           "key_id", "nonce", "ciphertext", "prev_hash", "row_hash")
+#: Stored columns of format 2 in hashing order; ``row_hash`` (last) covers the others and the
+#: previous row's hash, which is hashed after ``ciphertext`` but not stored.
+COLUMNS = ("seq", "time_us", "action", "model", "version", "status", "latency_us", "cache_hit", "device",
+           "key_id", "nonce", "ciphertext", "row_hash")
 SEALED_FIELDS = ("request_id", "principal", "client", "input_sha256", "output_sha256", "summary",
-                 "detail")
-_HASH_DOMAIN = b"appliance-audit-row-v1"
+                 "detail", "manifest_sha256", "route")
+_HASH_DOMAIN = b"appliance-audit-row-v2"
 _AAD_DOMAIN = b"appliance-audit-aad-v1"
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 NONCE_BYTES = 12
 
 
@@ -59,12 +62,12 @@ class Prepared:
     so that chaining a record only encodes what depends on its position.
     """
 
-    time: str
+    time_us: int
     action: str
     model: str
     version: str
     status: int
-    latency_ms: float
+    latency_us: int
     cache_hit: int
     device: str
     plaintext: bytes
@@ -72,48 +75,9 @@ class Prepared:
 
 
 def format_time(ns: int) -> str:
-    """UTC ISO 8601 with microseconds and ``Z``: sorts as text, so range queries use the index."""
+    """UTC ISO 8601 with microseconds and ``Z`` (how times are shown, and stored by format 1)."""
     secs, rem = divmod(ns, 1_000_000_000)
     return f"{utc_second(secs)}.{rem // 1000:06d}Z"
-
-
-def _clean(text: str) -> str:
-    """SQLite and JSON refuse lone surrogates; one odd client string must not fail a batch."""
-    if text.isascii():  # nearly every value: no surrogate possible, no encode needed
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode("utf-8")
-    return text
-
-
-def _plaintext(record: AuditRecord) -> bytes:
-    # Only the fields that are set (SEALED_FIELDS order), spelled out: this runs once per record.
-    header: dict[str, Any] = {}
-    if record.request_id:
-        header["request_id"] = record.request_id
-    if record.principal:
-        header["principal"] = record.principal
-    if record.client:
-        header["client"] = record.client
-    if record.input_sha256:
-        header["input_sha256"] = record.input_sha256
-    if record.output_sha256:
-        header["output_sha256"] = record.output_sha256
-    if record.summary:
-        header["summary"] = record.summary
-    if record.detail:
-        header["detail"] = record.detail
-    try:
-        encoded = orjson.dumps(header, option=_JSON_OPTIONS)
-    except TypeError:  # a lone surrogate (fixed below) or a summary JSON cannot hold
-        header = {name: _clean(value) if isinstance(value, str) else value for name, value in header.items()}
-        try:
-            encoded = orjson.dumps(header, option=_JSON_OPTIONS)
-        except TypeError as exc:
-            raise AuditError(f"audit record summary is not JSON-serialisable: {exc}") from None
-    return len(encoded).to_bytes(4, "big") + encoded + (record.payload or b"")
 
 
 def _prefixed(data: bytes) -> bytes:
@@ -131,11 +95,12 @@ class _Columns:
     cache_hit: int
     device: str
     head: bytes  # row-hash encoding of action, model, version, status (they follow time)
-    tail: bytes  # … of cache_hit, device (they follow latency_ms)
+    tail: bytes  # … of cache_hit, device (they follow latency)
 
 
 _COLUMNS_CACHE: dict[tuple[Any, ...], _Columns] = {}
 _COLUMNS_CACHE_SIZE = 4096
+_clean = plaintext._clean
 
 
 def _columns(key: tuple[Any, ...]) -> _Columns:
@@ -158,24 +123,23 @@ def _columns(key: tuple[Any, ...]) -> _Columns:
 def prepare(record: AuditRecord, time_ns: int) -> Prepared:
     """Everything that can fail about a record (encoding), done before it takes a seq."""
     latency = float(record.latency_ms)
-    if not math.isfinite(latency):
-        latency = -1.0
+    latency_us = round(latency * 1000) if math.isfinite(latency) and abs(latency) < 2**53 / 1000 else -1
     c = _columns((record.action, record.model, record.version, record.status, record.cache_hit, record.device))
-    when = format_time(time_ns)
-    when_ascii, latency_hex = when.encode(), latency.hex().encode()
-    clear = b"".join((len(when_ascii).to_bytes(4, "big"), when_ascii, c.head,
-                      len(latency_hex).to_bytes(4, "big"), latency_hex, c.tail))
-    return Prepared(when, c.action, c.model, c.version, c.status, latency, c.cache_hit, c.device,
-                    _plaintext(record), clear)
+    when = time_ns // 1000
+    when_text, latency_text = str(when).encode(), str(latency_us).encode()
+    clear = b"".join((_prefixed(when_text), c.head, _prefixed(latency_text), c.tail))
+    return Prepared(when, c.action, c.model, c.version, c.status, latency_us, c.cache_hit, c.device,
+                    plaintext.encode(record), clear)
 
 
 def associated_data(seq: int, kid: str, prev_hash: bytes) -> bytes:
     return _AAD_DOMAIN + seq.to_bytes(8, "big") + kid.encode("ascii") + prev_hash
 
 
-def row_hash(values: Sequence[Any]) -> bytes:
-    """SHA-256 over the stored values, each type-normalised and length-prefixed."""
-    parts = [_HASH_DOMAIN]
+def row_hash(values: Sequence[Any], domain: bytes = _HASH_DOMAIN) -> bytes:
+    """SHA-256 over the values (format 2: COLUMNS[:-1] then the previous hash), each
+    type-normalised and length-prefixed."""
+    parts = [domain]
     for value in values:
         if isinstance(value, bytes):
             data = value
@@ -224,9 +188,9 @@ def seal(p: Prepared, seq: int, prev_hash: bytes, keyring: Keyring, nonce: bytes
     if nonce is None:
         nonce = os.urandom(NONCE_BYTES)
     ciphertext = keyring.cipher(kid).encrypt(nonce, p.plaintext, associated_data(seq, kid, prev_hash))
-    values = (seq, p.time, p.action, p.model, p.version, p.status, p.latency_ms, p.cache_hit, p.device,
-              kid, nonce, ciphertext, prev_hash)
-    return (*values, row_hash(values))
+    values = (seq, p.time_us, p.action, p.model, p.version, p.status, p.latency_us, p.cache_hit, p.device,
+              bytes.fromhex(kid), nonce, ciphertext)
+    return (*values, row_hash((*values, prev_hash)))
 
 
 def seal_chain(prepared: Sequence[Prepared], seq: int, prev_hash: bytes, keyring: Keyring,
@@ -238,8 +202,8 @@ def seal_chain(prepared: Sequence[Prepared], seq: int, prev_hash: bytes, keyring
     """
     kid = keyring.active_id
     encrypt = keyring.cipher(kid).encrypt
-    kid_ascii = kid.encode("ascii")
-    kid_encoded = _prefixed(kid_ascii)
+    kid_ascii, kid_raw = kid.encode("ascii"), bytes.fromhex(kid)
+    kid_encoded = _prefixed(kid_raw)
     sha256 = hashlib.sha256
     rows = []
     for p, nonce in zip(prepared, nonce_list, strict=True):
@@ -250,21 +214,38 @@ def seal_chain(prepared: Sequence[Prepared], seq: int, prev_hash: bytes, keyring
             _HASH_DOMAIN, len(seq_text).to_bytes(4, "big"), seq_text, p.clear_encoded, kid_encoded,
             len(nonce).to_bytes(4, "big"), nonce, len(ciphertext).to_bytes(4, "big"), ciphertext,
             len(prev_hash).to_bytes(4, "big"), prev_hash))).digest()
-        rows.append((seq, p.time, p.action, p.model, p.version, p.status, p.latency_ms, p.cache_hit, p.device,
-                     kid, nonce, ciphertext, prev_hash, digest))
+        rows.append((seq, p.time_us, p.action, p.model, p.version, p.status, p.latency_us, p.cache_hit,
+                     p.device, kid_raw, nonce, ciphertext, digest))
         prev_hash = digest
     return rows
 
 
-def unseal(row: Mapping[str, Any] | sqlite3.Row, keyring: Keyring) -> dict[str, Any]:
+def stored_row(values: Sequence[Any], prev_hash: bytes) -> dict[str, Any]:
+    """A format-2 row (COLUMNS order) as readers see every row: named values, times as text, the
+    key id as hex and the previous hash it chains from."""
+    row = dict(zip(COLUMNS, values, strict=True))
+    row["format"] = 2
+    row["time"] = format_time(row["time_us"] * 1000)
+    row["latency_ms"] = row["latency_us"] / 1000
+    row["key_raw"], row["key_id"] = row["key_id"], bytes(row["key_id"]).hex()
+    row["prev_hash"] = prev_hash
+    return row
+
+
+def recomputed_hash(row: Mapping[str, Any]) -> bytes:
+    """The row hash ``row``'s stored values give (either format)."""
+    if row["format"] == 1:
+        return legacy.row_hash(row)
+    return row_hash([row["key_raw"] if name == "key_id" else row[name] for name in COLUMNS[:-1]]
+                    + [row["prev_hash"]])
+
+
+def unseal(row: Mapping[str, Any], keyring: Keyring) -> dict[str, Any]:
     """The sealed fields of a stored row (``payload`` as bytes or None); SealError if tampered."""
     aad = associated_data(row["seq"], row["key_id"], row["prev_hash"])
     try:
         plain = keyring.cipher(row["key_id"]).decrypt(row["nonce"], row["ciphertext"], aad)
     except (InvalidTag, ValueError, TypeError):
         raise SealError(f"seq {row['seq']}: ciphertext does not authenticate") from None
-    size = int.from_bytes(plain[:4], "big")
-    header = orjson.loads(plain[4:4 + size])
-    fields = {name: header.get(name, None if name == "summary" else "") for name in SEALED_FIELDS}
-    fields["payload"] = plain[4 + size:] or None
-    return fields
+    fields = legacy.decode(plain) if row["format"] == 1 else plaintext.decode(plain)
+    return {name: fields.get(name, None if name == "summary" else "") for name in (*SEALED_FIELDS, "payload")}

@@ -18,13 +18,19 @@ until the next checkpoint, which ``audit.checkpoint_every`` and ``checkpoint_int
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from appliance.audit import checkpoints, store
 from appliance.audit.keys import Keyring
 from appliance.audit.model import AuditKeyError
-from appliance.audit.sealing import SealError, genesis_hash, unseal
+from appliance.audit.sealing import SealError, genesis_hash, recomputed_hash, unseal
+
+Row = Mapping[str, Any]
+#: How far from its place verify looks for where a row of format 2 came from (diagnosis only).
+_REORDER_WINDOW = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,9 +104,11 @@ def _start(conn: sqlite3.Connection, log: str, signed: _Signed, report: Report) 
     return mark.seq, mark.row_hash
 
 
-def _link_problem(conn: sqlite3.Connection, row: sqlite3.Row) -> Problem:
+def _link_problem(conn: sqlite3.Connection, row: Row) -> Problem:
     seq = row["seq"]
-    other = conn.execute("SELECT seq FROM records WHERE row_hash = ?", (row["prev_hash"],)).fetchone()
+    other = None
+    for table in ("records_v1", "records"):
+        other = other or conn.execute(f"SELECT seq FROM {table} WHERE row_hash = ?", (row["prev_hash"],)).fetchone()
     if other is not None and other[0] != seq - 1:
         return Problem(seq, "reordered", f"the row stored at seq {seq} follows the row stored at seq "
                                          f"{other[0]}, not seq {seq - 1} (rows swapped or moved)")
@@ -108,7 +116,23 @@ def _link_problem(conn: sqlite3.Connection, row: sqlite3.Row) -> Problem:
                                     f"was replaced")
 
 
-def _check_row(conn: sqlite3.Connection, row: sqlite3.Row, expected: int, prev_hash: bytes,
+def _hash_problem(conn: sqlite3.Connection, row: Row) -> Problem:
+    """A format-2 row stores no previous hash, so a moved row shows as a hash mismatch: look
+    nearby for the (seq, previous row) under which its hash holds, to tell a move from an edit."""
+    seq = row["seq"]
+    if row["format"] == 2:
+        near = conn.execute("SELECT seq, row_hash FROM records WHERE seq BETWEEN ? AND ?",
+                            (seq - _REORDER_WINDOW, seq + _REORDER_WINDOW)).fetchall()
+        for origin in range(seq - _REORDER_WINDOW, seq + _REORDER_WINDOW + 1):
+            for other_seq, other_hash in near:
+                if other_seq != seq and recomputed_hash({**row, "seq": origin, "prev_hash": other_hash}) \
+                        == row["row_hash"] and (origin, other_seq) != (seq, seq - 1):
+                    return Problem(seq, "reordered", f"the row stored at seq {seq} follows the row stored at "
+                                                     f"seq {other_seq}, not seq {seq - 1} (rows swapped or moved)")
+    return Problem(seq, "modified", "stored values do not match the row hash")
+
+
+def _check_row(conn: sqlite3.Connection, row: Row, expected: int, prev_hash: bytes,
                keyring: Keyring | None) -> Problem | None:
     seq = row["seq"]
     if seq != expected:
@@ -116,8 +140,8 @@ def _check_row(conn: sqlite3.Connection, row: sqlite3.Row, expected: int, prev_h
         return Problem(expected, "missing", f"{span} missing (rows deleted)")
     if row["prev_hash"] != prev_hash:
         return _link_problem(conn, row)
-    if store.recomputed_hash(row) != row["row_hash"]:
-        return Problem(seq, "modified", "stored values do not match the row hash")
+    if recomputed_hash(row) != row["row_hash"]:
+        return _hash_problem(conn, row)
     if keyring is not None:
         try:
             unseal(row, keyring)
@@ -130,11 +154,14 @@ def _check_row(conn: sqlite3.Connection, row: sqlite3.Row, expected: int, prev_h
 
 
 def _walk(conn: sqlite3.Connection, start: tuple[int, bytes], signed: _Signed, keyring: Keyring | None,
-          report: Report) -> bool:
-    """Check every row in order; False at the first problem (what follows cannot be trusted)."""
+          report: Report, upto: int | None = None) -> bool:
+    """Check every row in order (up to seq ``upto``); False at the first problem (what follows
+    cannot be trusted)."""
     prev_seq, prev_hash = start
     last_good_cp = prev_seq
     for row in store.iter_rows(conn):
+        if upto is not None and row["seq"] > upto:
+            break
         problem = _check_row(conn, row, prev_seq + 1, prev_hash, keyring)
         seq, digest = row["seq"], row["row_hash"]
         heads = signed.heads.get(seq)
@@ -173,15 +200,17 @@ def _check_ends(start: tuple[int, bytes], signed: _Signed, report: Report) -> No
         report.notes.append(f"{unsigned} newest rows are not yet covered by a signed checkpoint")
 
 
-def verify(database: Path, checkpoint_file: Path, public_key: str, keyring: Keyring | None) -> Report:
-    """Check the log; ``keyring`` (optional) also authenticates every ciphertext."""
+def verify(database: Path, checkpoint_file: Path, public_key: str, keyring: Keyring | None,
+           upto: int | None = None) -> Report:
+    """Check the log; ``keyring`` (optional) also authenticates every ciphertext. ``upto``: check
+    only the oldest rows, through that seq (what a purge is about to delete), not the log's end."""
     db = store.connect(database, create=False)
     try:
         report = Report(decrypted=keyring is not None)
         log = store.log_id(db)
         signed = _load_signed(checkpoint_file, log, public_key, report)
         start = _start(db.conn, log, signed, report)
-        if _walk(db.conn, start, signed, keyring, report):
+        if _walk(db.conn, start, signed, keyring, report, upto) and upto is None:
             _check_ends(start, signed, report)
         return report
     finally:

@@ -30,12 +30,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from appliance.audit import checkpoints, store
 from appliance.audit.keys import Keyring
 from appliance.audit.model import AuditError, AuditRecord, AuditStats
-from appliance.audit.sealing import NoncePool, Prepared, prepare, seal_chain
+from appliance.audit.sealing import NoncePool, Prepared, format_time, prepare, seal_chain
 from appliance.system.threadname import name_os_thread
 from appliance.system.threadsched import defer_to_event_loop
 
 _log = logging.getLogger(__name__)
 _MAX_BATCH = 4096
+#: While commits fail, how often the idle writer tries a small write to learn the cause has gone
+#: (a not-ready server gets no traffic that would tell it).
+PROBE_INTERVAL_S = 1.0
+#: While commits keep failing, one log line per this many seconds carries the counts.
+FAILURE_LOG_INTERVAL_S = 10.0
 
 
 @dataclass(slots=True)
@@ -93,6 +98,9 @@ class Writer(threading.Thread):
         self._queue: queue.SimpleQueue[Item | list[Item] | Stop] = queue.SimpleQueue()
         self._count_lock = threading.Lock()
         self._submitted = self._settled = self._written = self._commits = 0
+        self._dropped = self._failures = 0
+        self._failure_logged = -FAILURE_LOG_INTERVAL_S
+        self._unlogged = [0, 0]  # refused, dropped since the last failure line
         self._last_commit: float | None = None
         self._busy_since: float | None = None
         self._last_error: str | None = None
@@ -130,6 +138,7 @@ class Writer(threading.Thread):
             writer_lag_seconds=0.0 if busy is None else max(0.0, time.monotonic() - busy),
             commits=self._commits, last_checkpoint_seq=self._cp_seq,
             healthy=self.is_alive() and self._last_error is None, last_error=self._last_error,
+            records_dropped=self._dropped, commit_failures=self._failures,
         )
 
     # -- writer thread ------------------------------------------------------------------------
@@ -153,14 +162,30 @@ class Writer(threading.Thread):
         wake([stop])
 
     def _checkpoint_wait(self) -> float | None:
+        probe = PROBE_INTERVAL_S if self._last_error is not None else None
         if self._head[0] == self._cp_seq:
-            return None
-        return max(0.0, self._cp_time + self._config.checkpoint_interval_s - time.monotonic())
+            return probe
+        wait = max(0.0, self._cp_time + self._config.checkpoint_interval_s - time.monotonic())
+        return wait if probe is None else min(wait, probe)
+
+    def _probe(self) -> None:
+        """One small committed write (not a record): success means the cause of the last failure
+        has gone and readiness may turn true again without waiting for traffic."""
+        try:
+            self._db.conn.execute("INSERT OR REPLACE INTO meta VALUES ('writer_probe', ?)",
+                                  (format_time(time.time_ns()),))
+        except Exception as exc:
+            self._last_error = f"audit commit failed: {exc}"
+            return
+        _log.warning("audit log writable again after: %s", self._last_error)
+        self._last_error = None
 
     def _collect(self) -> tuple[list[Item], Stop | None]:
         try:
             first = self._queue.get(timeout=self._checkpoint_wait())
         except queue.Empty:
+            if self._last_error is not None:
+                self._probe()
             return [], None
         if isinstance(first, Stop):
             return [], first
@@ -205,6 +230,7 @@ class Writer(threading.Thread):
             except Exception as exc:  # one bad record must not sink the batch
                 _log.error("audit record refused: %s", exc)
                 self._settled += 1
+                self._dropped += item.future is None
                 wake([item], f"audit record refused: {exc}")
         return ready, prepared
 
@@ -226,10 +252,7 @@ class Writer(threading.Thread):
             if not (self._key_noted and store.append_after(conn, rows, prev)):
                 rows = self._write_locked(conn, prepared)
         except Exception as exc:
-            self._last_error = f"audit commit failed: {exc}"
-            _log.error("%s (%d records lost)", self._last_error, len(ready))
-            self._settled += len(ready)
-            wake(ready, self._last_error)
+            self._fail(ready, f"audit commit failed: {exc}")
             return
         finally:
             self._busy_since = None
@@ -242,6 +265,23 @@ class Writer(threading.Thread):
         self._last_error = None
         wake(ready)
 
+    def _fail(self, ready: list[Item], error: str) -> None:
+        """A failed commit: awaited records fail their requests (503); the others are dropped,
+        and the log line and ``records_dropped`` say how many, never silently."""
+        dropped = sum(1 for item in ready if item.future is None)
+        self._last_error = error
+        self._failures += 1
+        self._dropped += dropped
+        self._settled += len(ready)
+        self._unlogged[0] += len(ready) - dropped
+        self._unlogged[1] += dropped
+        now = time.monotonic()
+        if now - self._failure_logged >= FAILURE_LOG_INTERVAL_S:  # a line per commit would flood the log
+            _log.error("%s (%d records refused to their requests, %d dropped since the last such line; "
+                       "%d dropped since start)", error, *self._unlogged, self._dropped)
+            self._failure_logged, self._unlogged = now, [0, 0]
+        wake(ready, error)
+
     def _write_locked(self, conn: sqlite3.Connection, prepared: list[Prepared]) -> list[tuple[Any, ...]]:
         """The slow path: chain onto the head read inside a write transaction (the first commit,
         a batch too big for one statement, or a head another process moved). Fresh nonces: one
@@ -250,7 +290,7 @@ class Writer(threading.Thread):
             seq, prev = store.head(conn, self._log_id)
             rows = seal_chain(prepared, seq, prev, self._keyring, self._nonces.take(len(prepared)))
             if not self._key_noted:
-                store.note_key(conn, self._keyring.active_id, rows[0][0], rows[0][1])
+                store.note_key(conn, self._keyring.active_id, rows[0][0], format_time(rows[0][1] * 1000))
             store.insert_rows(conn, rows)
         return rows
 

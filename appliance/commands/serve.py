@@ -84,9 +84,13 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         runner = asyncio.run
     from appliance.audit import AuditError
+    from appliance.audit.integrity import AuditCorruptError
 
     try:
         return runner(serve(settings))
+    except AuditCorruptError as exc:  # its own status: a supervisor may alert on it; a restart starts a new log
+        print(f"appliance: cannot start: {exc}", file=sys.stderr)
+        return 3
     except (ConfigError, AuditError) as exc:
         print(f"appliance: cannot start: {exc}", file=sys.stderr)
         return 2

@@ -33,7 +33,7 @@ class RequestContext:
     batch_size: int = 0
     model: str = ""
     version: str = ""
-    route: str = ""  # "stable" | "canary" while the model has a rollout; "" otherwise
+    route: str = ""  # "stable" (the default version), "canary" (a rollout's candidate) or "explicit" (named)
 
     def apply_parameters(self, parameters: dict[str, Any], default_timeout_ms: float = 0) -> None:
         """The protocol's request parameters every front end carries: ``timeout`` (µs) sets the

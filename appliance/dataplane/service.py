@@ -86,7 +86,8 @@ class InferenceService:
         lane = self._lane(self._resolve(model, version, decision))
         if decision is not None and lane.target.version != decision.version:
             decision = None  # the rollout's pick is not loaded: the default version answers
-        ctx.route = decision.route if decision is not None else ""
+        # The route the audit record keeps: a rollout's pick, the default version, or the one named.
+        ctx.route = decision.route if decision is not None else "explicit" if version else "stable"
         mirror = self._mirror_lane(model, decision)
         lane.users += 1  # the version is not closed while a request that resolved it is unanswered
         self.active += 1

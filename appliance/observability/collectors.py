@@ -31,6 +31,12 @@ def audit_snapshot(audit: Any) -> dict[str, Any]:
     doc = dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) and not isinstance(stats, type) \
         else dict(stats)
     doc.pop("last_commit_monotonic", None)
+    if hasattr(target, "health"):
+        health = target.health()
+        doc.update(ready=health.ready, reason=health.reason)
+    upkeep = getattr(target, "upkeep", None)
+    if upkeep is not None:
+        doc["capacity"] = dataclasses.asdict(upkeep.capacity)
     return {"enabled": True, **doc}
 
 
@@ -42,6 +48,34 @@ def _add_limits(limit: GaugeMetricFamily, noload: GaugeMetricFamily, model: str,
     noload_ms = stats.get("noload_ms")
     if noload_ms is not None and noload_ms > 0:  # 0 / None: not measured yet (no request finished)
         noload.add_metric([model], noload_ms / 1000)
+
+
+_CAPACITY = (
+    ("appliance_audit_database_bytes", "database_bytes", "Size of the audit database and its WAL."),
+    ("appliance_audit_max_bytes", "max_bytes", "Size limit of the audit database (audit.max_bytes or 20 % of "
+                                               "its file system)."),
+    ("appliance_audit_filesystem_free_bytes", "filesystem_free_bytes",
+     "Free space of the file system holding the audit database."),
+    ("appliance_audit_growth_bytes_per_second", "growth_bytes_per_s",
+     "Growth of the audit database: records/s over the last hour × bytes per record."),
+    ("appliance_audit_size_limited", "size_limited",
+     "1 when the size limit purged records younger than audit.retention_days (raise max_bytes or the disk)."),
+)
+
+
+def _capacity_families(capacity: dict[str, Any]) -> Iterator[Metric]:
+    """The capacity forecast the server's retention check measured last (upkeep.Capacity)."""
+    for name, key, text in _CAPACITY:
+        yield GaugeMetricFamily(name, text, value=float(capacity[key]))
+    forecast = GaugeMetricFamily("appliance_audit_forecast_seconds",
+                                 "Estimated time until the audit database reaches its size limit or fills "
+                                 "its file system, at the current growth (+Inf: never).", labels=["until"])
+    forecast.add_metric(["limit"], capacity["seconds_to_limit"])
+    forecast.add_metric(["disk_full"], capacity["seconds_to_full"])
+    purged = CounterMetricFamily("appliance_audit_purged_records",
+                                 "Audit records purged by retention (age or size) since start.")
+    purged.add_metric([], capacity["purged_records"])
+    yield from (forecast, purged)
 
 
 class ScrapeCollector:
@@ -144,7 +178,14 @@ class ScrapeCollector:
         lag.add_metric([], doc.get("writer_lag_seconds", 0.0))
         healthy = GaugeMetricFamily("appliance_audit_healthy", "1 while the audit writer commits without error.")
         healthy.add_metric([], 1 if doc.get("healthy") else 0)
-        yield from (written, commits, pending, lag, healthy)
+        dropped = CounterMetricFamily("appliance_audit_records_dropped",
+                                      "Audit records lost with nobody waiting on them (relaxed mode, refusals).")
+        dropped.add_metric([], doc.get("records_dropped", 0))
+        failures = CounterMetricFamily("appliance_audit_commit_failures", "Audit commits that failed.")
+        failures.add_metric([], doc.get("commit_failures", 0))
+        yield from (written, commits, pending, lag, healthy, dropped, failures)
+        if "capacity" in doc:
+            yield from _capacity_families(doc["capacity"])
 
     def _process_families(self) -> Iterator[Metric]:
         process = self._process

@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from appliance import __version__
-from appliance.appkeys import CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
+from appliance.appkeys import AUDIT, CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.tensors import InferRequest
 from appliance.errors import InvalidInput, ModelNotFound, ModelNotReady, RequestTimeout
@@ -40,6 +40,9 @@ async def live(request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     state = request.app[STATE]
     is_ready = state.ready and not request.app[SERVICE].draining and request.app[REPOSITORY].all_ready()
+    audit = request.app[AUDIT].health()  # strict audit that cannot commit: every answer would be 503
+    if is_ready and not audit.ready:
+        return json_response({"ready": False, "reason": audit.reason}, 503)
     return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 

@@ -24,6 +24,9 @@ def build(app: web.Application) -> dict[str, Any]:
     rates = obs.history.version_rates()
     all_ready = state.ready and repository.all_ready()
     health = "draining" if service.draining else "starting" if not state.ready else "ok" if all_ready else "degraded"
+    audit = audit_snapshot(parts.audit_log)
+    if audit.get("ready") is False:  # strict audit cannot commit: readiness is 503 (reason in "audit")
+        health = "unavailable"
     cache = service.cache
     memory = psutil.virtual_memory()
     return {
@@ -37,7 +40,7 @@ def build(app: web.Application) -> dict[str, Any]:
         "rollouts": _rollouts(parts),
         "cache": {"entries": len(cache), "bytes": cache.bytes, "max_bytes": cache.max_bytes,
                   "hits": cache.hits, "misses": cache.misses},
-        "audit": audit_snapshot(parts.audit_log),
+        "audit": audit,
         "series": obs.history.series(),
         "totals": _totals(latest),
         "quality": [q.snapshot() for q in obs.quality.versions()],

@@ -309,14 +309,31 @@ function definitions(id, pairs) {
   $(id).replaceChildren(...pairs.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
 }
 
+function until(s) { return s === null || s === undefined ? "never at this rate" : duration(s); }
+
 function renderAudit(doc) {
   const a = doc.audit;
   if (!a.enabled) { definitions("audit", [["State", "disabled"]]); return; }
-  const state = el("span", { class: a.healthy ? "psi-ok" : "psi-bad" }, a.healthy ? "healthy" : "unhealthy");
-  const pairs = [["State", state], ["Records written", count(a.records_written)], ["Pending", count(a.records_pending)],
-    ["Writer lag", `${(a.writer_lag_seconds ?? 0).toFixed(3)} s`], ["Commits", count(a.commits)]];
+  const state = el("span", { class: a.healthy ? "psi-ok" : "psi-bad" },
+    a.healthy ? "healthy" : a.ready === false ? "cannot commit: not ready" : "cannot commit");
+  const pairs = [["State", state]];
+  if (a.reason) pairs.push(["Reason", a.reason]);
+  pairs.push(["Records written", count(a.records_written)], ["Pending", count(a.records_pending)],
+    ["Writer lag", `${(a.writer_lag_seconds ?? 0).toFixed(3)} s`], ["Commits", count(a.commits)]);
+  if (a.records_dropped) pairs.push(["Dropped", el("span", { class: "psi-bad" }, count(a.records_dropped))]);
   if (a.last_checkpoint_seq !== undefined) pairs.push(["Last checkpoint", `#${a.last_checkpoint_seq}`]);
-  if (a.last_error) pairs.push(["Last error", a.last_error]);
+  if (a.last_error && a.last_error !== a.reason) pairs.push(["Last error", a.last_error]);
+  const c = a.capacity;
+  if (c) {
+    pairs.push(["Database", `${bytes(c.database_bytes)} of ${bytes(c.max_bytes)} limit`],
+      ["Growth", `${bytes(c.growth_bytes_per_s * 86400)}/day`],
+      ["Free on its disk", bytes(c.filesystem_free_bytes)],
+      ["Limit reached in", until(c.seconds_to_limit)], ["Disk full in", until(c.seconds_to_full)]);
+    if (c.size_limited) {
+      pairs.push(["Retention", el("span", { class: "psi-warn" }, "size limit reached before the age limit: records younger than retention_days purged")]);
+    }
+    if (c.last_purge) pairs.push(["Last purge", c.last_purge]);
+  }
   definitions("audit", pairs);
 }
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from appliance.audit import AuditLog, AuditRecord, audit_paths
+from appliance.audit import AuditLog, AuditRecord, audit_paths, plaintext, store
 from appliance.audit.keys import KEY_FILE, SIGNING_KEY_FILE, init_keys, load_keyring, load_signing_key, public_key_hex
+from appliance.audit.sealing import COLUMNS, associated_data, row_hash, unseal
 from appliance.audit.verify import Report, verify
 from appliance.config import Settings
 
@@ -51,3 +54,29 @@ def check(settings: Settings, *, decrypt: bool = True) -> Report:
     public = public_key_hex(load_signing_key(keys / SIGNING_KEY_FILE))
     keyring = load_keyring(keys / KEY_FILE) if decrypt else None
     return verify(paths.database, paths.checkpoints, public, keyring)
+
+
+Edit = Callable[[int, dict[str, Any], dict[str, Any]], None]
+
+
+def reseal(settings: Settings, start: int, edit: Edit) -> None:
+    """Rewrite the rows from seq ``start`` on as someone holding the AES key (not the signing key)
+    could: ``edit(seq, clear values, sealed fields)`` changes them in place, then every row is
+    re-encrypted (the AAD binds the previous hash) and the chain recomputed."""
+    keyring = load_keyring(settings.server.state_dir / "keys" / KEY_FILE)
+    with raw(settings) as conn:
+        rows = list(store.iter_rows(conn, first=start))
+        prev = store.hash_at(conn, start - 1)
+        assert prev is not None
+        conn.execute("BEGIN")
+        for row in rows:
+            fields = unseal(row, keyring)
+            values = {name: row["key_raw"] if name == "key_id" else row[name] for name in COLUMNS[:-1]}
+            edit(row["seq"], values, fields)
+            plain = plaintext.encode(AuditRecord("", **fields))
+            values["ciphertext"] = keyring.cipher(row["key_id"]).encrypt(
+                row["nonce"], plain, associated_data(row["seq"], row["key_id"], prev))
+            prev = row_hash([*(values[name] for name in COLUMNS[:-1]), prev])
+            conn.execute("UPDATE records SET time_us = ?, ciphertext = ?, row_hash = ? WHERE seq = ?",
+                         (values["time_us"], values["ciphertext"], prev, row["seq"]))
+        conn.execute("COMMIT")

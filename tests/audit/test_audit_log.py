@@ -127,7 +127,8 @@ def test_schema_is_versioned(tmp_path: Path) -> None:
     AuditLog.open(settings).close()
     with raw(settings) as conn:
         names = [row[0] for row in conn.execute("SELECT name FROM migrations")]
-        assert names == ["0001_initial"]
+        assert names == ["0001_initial", "0002_compact_records"]
+        assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental: purges shrink the file
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.execute("INSERT INTO migrations VALUES ('9999_future', 'x')")
     with pytest.raises(AuditError, match="newer release"):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-from audit_testlib import PRINCIPAL, check, fill, make_settings, raw
+from audit_testlib import PRINCIPAL, check, fill, make_settings, raw, reseal
 
 from appliance.audit import AuditError, audit_paths
 from appliance.audit.export import parse_when
@@ -27,29 +28,17 @@ async def settings(tmp_path: Path) -> Settings:
 def _retime(settings: Settings, times: dict[int, str]) -> None:
     """Re-date the rows to those days, re-sealing and re-signing with the appliance's own keys
     (a fixture, not an attack: it yields a log as if written on those days)."""
-    from appliance.audit import checkpoints
-    from appliance.audit.keys import load_keyring, load_signing_key
-    from appliance.audit.sealing import COLUMNS, associated_data, row_hash
+    from appliance.audit import checkpoints, store
+    from appliance.audit.keys import load_signing_key
 
-    keys = settings.server.state_dir / "keys"
-    keyring, signing = load_keyring(keys / "audit.key"), load_signing_key(keys / "audit-signing.key")
+    def edit(seq: int, values: dict[str, Any], fields: dict[str, Any]) -> None:
+        values["time_us"] = store.time_us(times[seq])
+
+    reseal(settings, 1, edit)
+    signing = load_signing_key(settings.server.state_dir / "keys" / "audit-signing.key")
     paths = audit_paths(settings)
     with raw(settings) as conn:
         log = conn.execute("SELECT value FROM meta").fetchone()[0]
-        prev = None
-        conn.execute("BEGIN")
-        for row in conn.execute("SELECT * FROM records ORDER BY seq").fetchall():
-            values = dict(row)
-            prev = row["prev_hash"] if prev is None else prev
-            cipher = keyring.cipher(row["key_id"])
-            plain = cipher.decrypt(row["nonce"], row["ciphertext"],
-                                   associated_data(row["seq"], row["key_id"], row["prev_hash"]))
-            values.update(time=times[row["seq"]], prev_hash=prev, ciphertext=cipher.encrypt(
-                row["nonce"], plain, associated_data(row["seq"], row["key_id"], prev)))
-            values["row_hash"] = prev = row_hash([values[c] for c in COLUMNS[:-1]])
-            conn.execute("UPDATE records SET time = ?, ciphertext = ?, prev_hash = ?, row_hash = ? WHERE seq = ?",
-                         (values["time"], values["ciphertext"], values["prev_hash"], prev, row["seq"]))
-        conn.execute("COMMIT")
         last = conn.execute("SELECT seq, row_hash FROM records ORDER BY seq DESC LIMIT 1").fetchone()
     paths.checkpoints.write_bytes(b"")
     checkpoints.append(paths.checkpoints, checkpoints.make(signing, "checkpoint", log, last[0], last[1], 0))
@@ -78,11 +67,11 @@ def test_purge_keeps_the_chain_verifiable(settings: Settings, capsys: pytest.Cap
 
 def test_deleting_the_oldest_rows_is_not_a_purge(settings: Settings) -> None:
     with raw(settings) as conn:
+        digest = conn.execute("SELECT row_hash FROM records WHERE seq = 5").fetchone()[0]
         conn.execute("DELETE FROM records WHERE seq <= 5")
     problem = check(settings).first_problem
     assert problem is not None and (problem.seq, problem.kind) == (1, "missing")
     with raw(settings) as conn:  # a forged anchor without the signing key
-        digest = conn.execute("SELECT prev_hash FROM records WHERE seq = 6").fetchone()[0]
         conn.execute("INSERT INTO anchor VALUES (1, 5, ?, 'x', 5, 'x')", (digest,))
     problem = check(settings).first_problem
     assert problem is not None and (problem.seq, problem.kind) == (6, "unsigned-anchor")

@@ -15,14 +15,15 @@ from hypothesis import strategies as st
 from appliance.audit import AuditLog, AuditRecord, store
 from appliance.audit.keys import Keyring
 from appliance.audit.sealing import (
-    COLUMNS,
     NONCE_BYTES,
     SEALED_FIELDS,
     NoncePool,
     prepare,
+    recomputed_hash,
     row_hash,
     seal,
     seal_chain,
+    stored_row,
     unseal,
 )
 
@@ -48,8 +49,9 @@ def test_seal_chain_is_seal_in_a_loop(records: list[AuditRecord], start: int) ->
     rows = seal_chain(prepared, start, prev, _KEYRING, nonces)
     for i, (p, nonce, row) in enumerate(zip(prepared, nonces, rows, strict=True)):
         assert row == seal(p, start + i + 1, prev, _KEYRING, nonce)
-        assert row[-1] == row_hash(row[:-1])
-        stored = dict(zip(COLUMNS, row, strict=True))
+        assert row[-1] == row_hash([*row[:-1], prev])
+        stored = stored_row(row, prev)
+        assert recomputed_hash(stored) == row[-1]
         assert unseal(stored, _KEYRING) == _sealed_fields(records[i])
         prev = row[-1]
 

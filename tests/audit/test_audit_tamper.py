@@ -5,14 +5,13 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
-from audit_testlib import check, fill, make_settings, raw
+from audit_testlib import check, fill, make_settings, raw, reseal
 
 from appliance.audit import audit_paths
-from appliance.audit.keys import load_keyring
-from appliance.audit.sealing import COLUMNS, associated_data, row_hash
 from appliance.cli import main
 from appliance.config import Settings
 
@@ -99,28 +98,11 @@ def test_checkpoint_file_deleted_with_the_newest_rows(settings: Settings) -> Non
 def _reseal_from(settings: Settings, start: int, principal: str) -> None:
     """An insider with the AES key but not the signing key: rewrite row ``start``, re-encrypt it
     and every later row (the AAD binds the previous hash), and recompute the whole chain."""
-    keyring = load_keyring(settings.server.state_dir / "keys" / "audit.key")
-    with raw(settings) as conn:
-        prev = conn.execute("SELECT row_hash FROM records WHERE seq = ?", (start - 1,)).fetchone()[0]
-        conn.execute("BEGIN")
-        for row in conn.execute("SELECT * FROM records WHERE seq >= ? ORDER BY seq", (start,)).fetchall():
-            cipher = keyring.cipher(row["key_id"])
-            plain = cipher.decrypt(row["nonce"], row["ciphertext"],
-                                   associated_data(row["seq"], row["key_id"], row["prev_hash"]))
-            if row["seq"] == start:
-                size = int.from_bytes(plain[:4], "big")
-                header = orjson.loads(plain[4:4 + size])
-                header["principal"] = principal
-                encoded = orjson.dumps(header)
-                plain = len(encoded).to_bytes(4, "big") + encoded + plain[4 + size:]
-            values = dict(row)
-            values["ciphertext"] = cipher.encrypt(row["nonce"], plain,
-                                                  associated_data(row["seq"], row["key_id"], prev))
-            values["prev_hash"] = prev
-            values["row_hash"] = prev = row_hash([values[name] for name in COLUMNS[:-1]])
-            conn.execute("UPDATE records SET ciphertext = ?, prev_hash = ?, row_hash = ? WHERE seq = ?",
-                         (values["ciphertext"], values["prev_hash"], values["row_hash"], row["seq"]))
-        conn.execute("COMMIT")
+    def edit(seq: int, values: dict[str, Any], fields: dict[str, Any]) -> None:
+        if seq == start:
+            fields["principal"] = principal
+
+    reseal(settings, start, edit)
 
 
 def test_resealed_row_with_recomputed_chain(settings: Settings) -> None:

@@ -95,6 +95,10 @@ async def test_a_wrong_candidate_is_rolled_back_under_shadow_and_the_audit_log_s
     rows = list(records(audit_paths(parts.settings).database, keyring))
     rollbacks = [r for r in rows if r["action"] == "rollout_rollback"]
     assert rollbacks and "agreement" in rollbacks[0]["detail"]
+    # Every inference record names the exact artifact that answered and the route it took.
+    answered = [r for r in rows if r["action"] == "infer" and r["status"] == 200]
+    assert answered and {r["route"] for r in answered} == {"stable"}
+    assert {r["manifest_sha256"] for r in answered} == {parts.repository.entry("digits").versions[1].manifest_sha256}
 
 
 async def test_canary_with_a_wrong_candidate_is_rolled_back_and_promotion_is_explicit(
