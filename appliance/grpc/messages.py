@@ -37,22 +37,32 @@ def model_config(repository: Repository, name: str, version: str | None) -> pb.M
 
 def model_statistics(repository: Repository, metrics: Metrics, name: str, version: str | None
                      ) -> pb.ModelStatisticsResponse:
-    """Triton's statistics from the appliance's own counters: answered requests and their time
-    inside the server, per ready version (every model when no name is given)."""
+    """Triton's statistics from the appliance's own counters, per ready version (every model when
+    no name is given): answered requests, their time in the server, waiting for admission and in
+    inference. perf_analyzer reads them to find the version it measured (its queue count grows)."""
     entries = [repository.entry(name)] if name else repository.models()
     stats = []
     for entry in entries:
         for number, target in sorted(entry.versions.items()):
             label = str(number)
-            if not target.ready or (version and version != label):
-                continue
-            count = int(sum(metrics.requests.labels(entry.name, label, p, "200").value for p in PROTOCOLS))
-            seconds = metrics.request_seconds.labels(entry.name, label).total
-            success = pb.StatisticDuration(count=count, ns=int(seconds * 1e9))
-            stats.append(pb.ModelStatistics(name=entry.name, version=label, inference_count=count,
-                                            execution_count=count,
-                                            inference_stats=pb.InferStatistics(success=success)))
+            if target.ready and (not version or version == label):
+                stats.append(_version_statistics(metrics, entry.name, label))
     return pb.ModelStatisticsResponse(model_stats=stats)
+
+
+def _version_statistics(metrics: Metrics, model: str, version: str) -> pb.ModelStatistics:
+    count = int(sum(metrics.requests.labels(model, version, p, "200").value for p in PROTOCOLS))
+
+    def duration(seconds: float) -> pb.StatisticDuration:
+        return pb.StatisticDuration(count=count, ns=int(seconds * 1e9))
+
+    inference = metrics.inference_seconds.labels(model, version).total
+    stats = pb.InferStatistics(success=duration(metrics.request_seconds.labels(model, version).total),
+                               queue=duration(metrics.queue_seconds.labels(model).total),
+                               compute_input=duration(0.0), compute_infer=duration(inference),
+                               compute_output=duration(0.0))
+    return pb.ModelStatistics(name=model, version=version, inference_count=count, execution_count=count,
+                              inference_stats=stats)
 
 
 def repository_index(rows: list[dict[str, Any]]) -> pb.RepositoryIndexResponse:

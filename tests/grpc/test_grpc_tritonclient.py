@@ -3,7 +3,9 @@ metadata, config, raw-tensor inference, streaming, statistics, repository load/u
 
 from __future__ import annotations
 
+import json
 import queue
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,3 +94,9 @@ def test_repository_index_unload_and_load(client: object) -> None:
     assert not client.is_model_ready("digits")
     client.load_model("digits")
     assert client.is_model_ready("digits") and client.is_server_ready()
+
+
+def test_status_page_shows_the_grpc_port(served: ServerProcess) -> None:
+    with urllib.request.urlopen(f"{served.url}/v2/status", timeout=10) as response:
+        server = json.load(response)["server"]
+    assert server["grpc_port"] == served.grpc_port and server["host"] == "127.0.0.1"
