@@ -25,3 +25,13 @@ def test_messages_coexist_with_tritonclient() -> None:
 
     request = pb.ModelInferRequest(model_name="digits", raw_input_contents=[b"\0" * 4])
     assert pb.ModelInferRequest.FromString(request.SerializeToString()) == request
+
+
+def test_the_package_does_not_shadow_the_grpc_library() -> None:
+    """``appliance.grpc`` imports ``grpc`` absolutely: it must get the library, not itself."""
+    import grpc
+
+    from appliance.grpc import errors, server
+
+    assert server.grpc is grpc and errors.grpc is grpc and hasattr(grpc, "aio")
+    assert "appliance" not in Path(grpc.__file__).parts
