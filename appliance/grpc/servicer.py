@@ -4,8 +4,8 @@ Every handler builds a :class:`RequestContext` (``protocol="grpc"``, the call's 
 request's deadline), checks the caller with :class:`CallGuard`, calls the service or the live
 repository, and encodes. Whatever goes wrong leaves through :meth:`_refuse`: the service's one
 door (metrics, audit record, 429 pacing) with the HTTP-equivalent status, then the gRPC status of
-``appliance.grpc.errors``. An unexpected exception is logged and answered INTERNAL; it never
-reaches grpc's own handler, and never stops the server.
+``appliance.grpc.errors``. An unexpected exception is logged and answered INTERNAL through the
+same door (as a 500); it never reaches grpc's own handler, and never stops the server.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import grpc
 from appliance import __version__
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.tensors import InferRequest
-from appliance.errors import ApplianceError, InvalidInput, ModelNotReady
+from appliance.errors import ApplianceError, InferenceFailed, InvalidInput, ModelNotReady
 from appliance.grpc import messages
 from appliance.grpc.auth import CallGuard, client_address
 from appliance.grpc.codec import decode_request, encode_response
@@ -61,7 +61,7 @@ class Servicer:
             await self._refuse(ctx, error, context)
         except Exception:
             log.exception("unhandled error in ModelInfer")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+            await self._refuse(ctx, InferenceFailed("internal server error"), context)
         self._log(ctx, 200)
         return response
 
@@ -132,6 +132,7 @@ class Servicer:
         except Exception:
             log.exception("unhandled error in ModelStreamInfer")
             text = "internal server error"
+            await self.service.refuse(ctx, InferenceFailed(text), 500)
         echo = pb.ModelInferResponse(id=message.id, model_name=message.model_name,
                                      model_version=message.model_version)
         answers.put_nowait(pb.ModelStreamInferResponse(error_message=text, infer_response=echo))
@@ -202,7 +203,7 @@ class Servicer:
                 await self._refuse(ctx, error, context)
             except Exception:
                 log.exception("unhandled error in %s", rpc)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
+                await self._refuse(ctx, InferenceFailed("internal server error"), context)
 
         return handle
 

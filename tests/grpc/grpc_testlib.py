@@ -22,7 +22,8 @@ RESPONSES = {"ModelInfer": pb.ModelInferResponse, "ServerReady": pb.ServerReadyR
 @contextmanager
 def grpc_server(source: Path, tmp: Path, env: dict[str, str] | None = None,
                 setup: Any = None) -> Iterator[ServerProcess]:
-    """A private copy of ``source`` served over REST and gRPC; ``setup(state)`` runs before start."""
+    """A private copy of ``source`` served over REST and gRPC; ``setup(state)`` runs before start.
+    Stopped with SIGTERM, which must drain both front ends and exit 0."""
     models = tmp / "models"
     shutil.copytree(source, models, dirs_exist_ok=True)
     state = tmp / "state"
@@ -33,7 +34,8 @@ def grpc_server(source: Path, tmp: Path, env: dict[str, str] | None = None,
     try:
         yield server
     finally:
-        stop_server(server)
+        code = stop_server(server)
+    assert code == 0, f"SIGTERM (drain, then gRPC stop) did not exit cleanly:\n{server.log()[-3000:]}"
 
 
 def call(channel: grpc.Channel, rpc: str, request: Any, metadata: tuple[tuple[str, str], ...] = (),
