@@ -58,16 +58,16 @@ class Servicer:
             self.calls.check(context, ctx, "ModelInfer", message.model_name)
             response = await self._infer(ctx, message)
         except ApplianceError as error:
-            await self._refuse(ctx, error, context)
+            await self._refuse(ctx, error, context, message.model_name)
         except Exception:
             log.exception("unhandled error in ModelInfer")
-            await self._refuse(ctx, InferenceFailed("internal server error"), context)
+            await self._refuse(ctx, InferenceFailed("internal server error"), context, message.model_name)
         self._log(ctx, 200)
         return response
 
     async def _infer(self, ctx: RequestContext, message: pb.ModelInferRequest) -> pb.ModelInferResponse:
-        """Decode (only once admission has room), infer, encode."""
-        ctx.model = message.model_name
+        """Decode (only once admission has room), infer, encode. The service names ``ctx.model``
+        once it has resolved it: a name a client made up never becomes a metric label."""
         ctx.body_bytes = sum(map(len, message.raw_input_contents))  # admission's byte cap, before decoding
 
         async def decode() -> InferRequest:
@@ -128,7 +128,7 @@ class Servicer:
         except ApplianceError as error:
             status, text = status_of(error), error.message
             await self.service.refuse(ctx, error, status)
-            self._log(ctx, status)
+            self._log(ctx, status, message.model_name)
         except Exception:
             log.exception("unhandled error in ModelStreamInfer")
             text = "internal server error"
@@ -216,20 +216,21 @@ class Servicer:
             ctx.deadline = ctx.started + remaining
         return ctx
 
-    async def _refuse(self, ctx: RequestContext, error: ApplianceError, context: Context) -> NoReturn:
+    async def _refuse(self, ctx: RequestContext, error: ApplianceError, context: Context,
+                      asked_model: str = "") -> NoReturn:
         status = status_of(error)
         await self.service.refuse(ctx, error, status)  # metrics, audit, 429 pacing: one door
-        if ctx.model:
-            self._log(ctx, status)
+        if ctx.model or asked_model:
+            self._log(ctx, status, asked_model)
         await context.abort(code_of(error), error.message, trailing_metadata=trailers_of(error))
         raise AssertionError("abort() raises")  # pragma: no cover
 
-    def _log(self, ctx: RequestContext, status: int) -> None:
+    def _log(self, ctx: RequestContext, status: int, asked_model: str = "") -> None:
         """The request log line (inference only, not 429s: a flood is counted, not logged)."""
         if self.request_log and status != 429 and request_log.enabled():
             request_log.write({
                 "request_id": ctx.request_id, "trace_id": ctx.trace_id, "principal": ctx.principal,
-                "model": ctx.model, "version": ctx.version, "protocol": "grpc", "status": status,
+                "model": ctx.model or asked_model, "version": ctx.version, "protocol": "grpc", "status": status,
                 "batch_size": ctx.batch_size, "cache_hit": ctx.cache_hit,
                 "latency_ms": round((time.monotonic() - ctx.started) * 1000, 3)})
 

@@ -3,16 +3,22 @@ calls with the appliance's own messages (to send what tritonclient never would).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import grpc
+from aiohttp import web
 from conftest import ServerProcess, start_server, stop_server
 
+from appliance.app import create_app
+from appliance.appkeys import PARTS
+from appliance.config import Settings
 from appliance.grpc.protos import grpc_service_pb2 as pb
+from appliance.grpc.server import start_grpc
 
 SERVICE = "/inference.GRPCInferenceService/"
 RESPONSES = {"ModelInfer": pb.ModelInferResponse, "ServerReady": pb.ServerReadyResponse,
@@ -52,3 +58,26 @@ def code_of(channel: grpc.Channel, rpc: str, request: Any, **kw: Any) -> tuple[g
     except grpc.RpcError as error:
         return error.code(), error.details() or ""
     return grpc.StatusCode.OK, ""
+
+
+@contextlib.asynccontextmanager
+async def running(settings: Settings, credentials: grpc.ChannelCredentials | None = None
+                  ) -> AsyncIterator[grpc.aio.Channel]:
+    """The REST app's parts started, the gRPC server on them, and a channel once models are ready."""
+    runner = web.AppRunner(create_app(settings))
+    await runner.setup()
+    server = await start_grpc(runner.app[PARTS], settings)
+    assert server is not None
+    target = f"127.0.0.1:{settings.grpc.port}"
+    channel = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
+    try:
+        ready = channel.unary_unary(SERVICE + "ServerReady", request_serializer=pb.ServerReadyRequest.SerializeToString,
+                                    response_deserializer=pb.ServerReadyResponse.FromString)
+        for _ in range(600):
+            if (await ready(pb.ServerReadyRequest())).ready:
+                break
+        yield channel
+    finally:
+        await channel.close()
+        await server.stop(1)
+        await runner.cleanup()

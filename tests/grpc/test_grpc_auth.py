@@ -8,21 +8,16 @@ import contextlib
 import io
 import json
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import numpy as np
-from aiohttp import web
 from conftest import free_port
+from grpc_testlib import running
 from server_testlib import settings_for
 
-from appliance.app import create_app
-from appliance.appkeys import PARTS
 from appliance.cli import main
-from appliance.config import Settings
 from appliance.grpc.protos import grpc_service_pb2 as pb
-from appliance.grpc.server import start_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "auth"))
 from auth_testlib import Pki, create_key
@@ -35,29 +30,6 @@ ROW = pb.ModelInferRequest(model_name="digits", inputs=[pb.ModelInferRequest.Inf
 def _cli(*args: str) -> int:
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         return main(list(args))
-
-
-@contextlib.asynccontextmanager
-async def running(settings: Settings, credentials: grpc.ChannelCredentials | None = None
-                  ) -> AsyncIterator[grpc.aio.Channel]:
-    """The REST app's parts started, the gRPC server on them, and a channel once models are ready."""
-    runner = web.AppRunner(create_app(settings))
-    await runner.setup()
-    server = await start_grpc(runner.app[PARTS], settings)
-    assert server is not None
-    target = f"127.0.0.1:{settings.grpc.port}"
-    channel = grpc.aio.secure_channel(target, credentials) if credentials else grpc.aio.insecure_channel(target)
-    try:
-        ready = channel.unary_unary(SERVICE + "ServerReady", request_serializer=pb.ServerReadyRequest.SerializeToString,
-                                    response_deserializer=pb.ServerReadyResponse.FromString)
-        for _ in range(600):
-            if (await ready(pb.ServerReadyRequest())).ready:
-                break
-        yield channel
-    finally:
-        await channel.close()
-        await server.stop(1)
-        await runner.cleanup()
 
 
 async def _code(channel: grpc.aio.Channel, rpc: str, request: object, response: type,

@@ -100,3 +100,20 @@ def test_status_page_shows_the_grpc_port(served: ServerProcess) -> None:
     with urllib.request.urlopen(f"{served.url}/v2/status", timeout=10) as response:
         server = json.load(response)["server"]
     assert server["grpc_port"] == served.grpc_port and server["host"] == "127.0.0.1"
+
+
+def test_metrics_are_labelled_grpc(client: object, served: ServerProcess, digits_repository: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    x, _ = eval_rows(digits_repository, 1)
+    client.infer("digits", [_input(x)])
+    with pytest.raises(grpcclient.InferenceServerException):
+        client.infer("made-up-name", [_input(x)])
+    with urllib.request.urlopen(f"{served.url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "appliance_requests_total"]
+    grpc_ok = [s for s in samples if s.labels["protocol"] == "grpc" and s.labels["status"] == "200"]
+    assert grpc_ok and all(s.labels["model"] == "digits" for s in grpc_ok) and sum(s.value for s in grpc_ok) >= 1
+    assert not [s for s in samples if s.labels["model"] == "made-up-name"]  # no label from a client's whim
+    assert any(s.labels["protocol"] == "grpc" and s.labels["status"] == "404" for s in samples)
