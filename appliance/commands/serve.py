@@ -18,7 +18,7 @@ log = logging.getLogger("appliance")
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("serve", help="serve the model repository over HTTP")
+    parser = subparsers.add_parser("serve", help="serve the model repository over HTTP and gRPC")
     parser.add_argument("--config", type=Path, help="appliance.toml (default: built-in defaults)")
     parser.add_argument("--host", help="address to bind (server.host)")
     parser.add_argument("--port", type=int, help="port (server.port)")
