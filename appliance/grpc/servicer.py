@@ -20,6 +20,7 @@ from typing import Any, NoReturn, TypeAlias
 import grpc
 
 from appliance import __version__
+from appliance.auth.principal import Principal
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.tensors import InferRequest
 from appliance.errors import ApplianceError, InferenceFailed, InvalidInput, ModelNotReady
@@ -93,20 +94,19 @@ class Servicer:
         except ApplianceError as error:
             await self._refuse(ctx, error, context)
         answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        reader = asyncio.create_task(self._read_stream(messages_in, context, ctx, principal, answers))
+        reader = asyncio.create_task(self._read_stream(messages_in, ctx, principal, answers))
         try:
             while (answer := await answers.get()) is not None:
                 yield answer
         finally:
             reader.cancel()
 
-    async def _read_stream(self, messages_in: AsyncIterator[pb.ModelInferRequest], context: Context,
-                           first: RequestContext, principal: Any,
-                           answers: asyncio.Queue[pb.ModelStreamInferResponse | None]) -> None:
+    async def _read_stream(self, messages_in: AsyncIterator[pb.ModelInferRequest], first: RequestContext,
+                           principal: Principal, answers: asyncio.Queue[pb.ModelStreamInferResponse | None]) -> None:
         pending: set[asyncio.Task[None]] = set()
         try:
             async for message in messages_in:
-                task = asyncio.create_task(self._stream_one(message, context, first, principal, answers))
+                task = asyncio.create_task(self._stream_one(message, first, principal, answers))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
             if pending:
@@ -116,8 +116,8 @@ class Servicer:
                 task.cancel()
             answers.put_nowait(None)
 
-    async def _stream_one(self, message: pb.ModelInferRequest, context: Context, first: RequestContext,
-                          principal: Any, answers: asyncio.Queue[pb.ModelStreamInferResponse | None]) -> None:
+    async def _stream_one(self, message: pb.ModelInferRequest, first: RequestContext, principal: Principal,
+                          answers: asyncio.Queue[pb.ModelStreamInferResponse | None]) -> None:
         ctx = RequestContext(request_id=_request_id(), client=first.client, protocol="grpc",
                              operation=first.operation, deadline=first.deadline)
         try:
