@@ -18,7 +18,7 @@ SERVICE_USER=model-appliance
 PYTHON="${APPLIANCE_PYTHON:-/usr/bin/python3}"
 
 MODE=auto START=1 UNINSTALL=0 PURGE=0 TLS=0 AUTH=1 INT8=1
-HOST="" PORT=8080 READY_TIMEOUT=180
+HOST="" PORT=8080 GRPC_PORT=8081 READY_TIMEOUT=180
 
 usage() {
     cat <<'EOF'
@@ -34,6 +34,7 @@ Options:
   --tls               create a self-signed certificate and serve HTTPS
   --host ADDR         address to bind (service: 0.0.0.0, foreground: 127.0.0.1)
   --port PORT         port (default 8080)
+  --grpc-port PORT    gRPC port (default 8081; 0 = no gRPC endpoint)
   --no-auth           foreground only: serve without authentication (loopback only)
   --fp32-only         build only the FP32 sample model (skip the INT8 versions)
   --ready-timeout S   seconds to wait for /v2/health/ready after starting the service (default 180)
@@ -60,6 +61,7 @@ parse_args() {
             --tls) TLS=1 ;;
             --host) HOST="${2:?--host needs an address}"; shift ;;
             --port) PORT="${2:?--port needs a number}"; shift ;;
+            --grpc-port) GRPC_PORT="${2:?--grpc-port needs a number}"; shift ;;
             --no-auth) AUTH=0 ;;
             --fp32-only) INT8=0 ;;
             --ready-timeout) READY_TIMEOUT="${2:?--ready-timeout needs seconds}"; shift ;;
@@ -71,6 +73,7 @@ parse_args() {
         shift
     done
     [[ "$PORT" =~ ^[0-9]+$ ]] || die "--port must be a number"
+    [[ "$GRPC_PORT" =~ ^[0-9]+$ ]] || die "--grpc-port must be a number"
     [[ "$READY_TIMEOUT" =~ ^[0-9]+$ ]] || die "--ready-timeout must be a number of seconds"
     if [ "$PURGE" = 1 ] && [ "$UNINSTALL" = 0 ]; then die "--purge goes with --uninstall"; fi
 }
@@ -199,6 +202,11 @@ host = "$HOST"
 port = $PORT
 models = "$MODELS"
 state_dir = "$STATE_DIR"
+
+[grpc]
+# The Open Inference Protocol over gRPC (tritonclient.grpc, perf_analyzer -i grpc) on the same host,
+# with the same TLS, keys and scopes as HTTP (metadata "authorization: Bearer KEY"); 0 = off.
+port = $GRPC_PORT
 
 [auth]
 # Everything but /v2/health/* needs an API key (Authorization: Bearer KEY), a JWT or a client
@@ -435,6 +443,10 @@ print_summary() {
     fi
     echo "  config:     $CONFIG"
     echo "  models:     $MODELS"
+    if [ "$GRPC_PORT" != 0 ]; then
+        local grpc_host="${url#*://}"
+        echo "  gRPC:       ${grpc_host%:*}:$GRPC_PORT$(grep -q '^\[tls\]' "$CONFIG" && echo ' (TLS)')"
+    fi
     local curl="curl"
     if [ "$TLS" = 1 ]; then curl="curl --cacert $TLS_CERT"; fi
     if [ "$AUTH_ON" = true ]; then

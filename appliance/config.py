@@ -63,6 +63,15 @@ class HttpSettings:
 
 
 @dataclass(frozen=True)
+class GrpcSettings:
+    port: int = _doc("TCP port of the gRPC endpoint (the Open Inference Protocol's `inference.GRPCInferenceService`, "
+                     "Triton-compatible) on `server.host`, with the same TLS, credentials, scopes, admission and "
+                     "audit as REST; 0 = off.", 8081)
+    max_message_bytes: int = _doc("Largest gRPC message received or sent; a larger request is refused "
+                                  "(RESOURCE_EXHAUSTED) before it is decoded.", 64 * 1024 * 1024)
+
+
+@dataclass(frozen=True)
 class TlsSettings:
     cert_file: Path | None = _doc("PEM certificate chain; enables HTTPS.", None)
     key_file: Path | None = _doc("PEM private key for `cert_file`.", None)
@@ -195,6 +204,7 @@ class ObservabilitySettings:
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    grpc: GrpcSettings = field(default_factory=GrpcSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     limits: LimitsSettings = field(default_factory=LimitsSettings)
     batching: BatchingSettings = field(default_factory=BatchingSettings)
@@ -273,8 +283,8 @@ def _validate(name: str, group: Any) -> None:
         value = getattr(group, f.name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise ConfigError(f"{name}.{f.name}: must not be negative")
-    if name == "server" and not 0 <= group.port <= 65535:
-        raise ConfigError("server.port: must be between 0 and 65535")
+    if name in ("server", "grpc") and not 0 <= group.port <= 65535:
+        raise ConfigError(f"{name}.port: must be between 0 and 65535")
 
 
 def load_settings(path: Path | None = None, env: Mapping[str, str] | None = None,

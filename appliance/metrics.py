@@ -121,6 +121,11 @@ def _format_le(bound: float) -> str:
     return repr(float(bound))
 
 
+#: The front ends, as ``RequestContext.protocol`` names them: the ``protocol`` label of
+#: ``appliance_requests_total``. A new front end adds its name here.
+PROTOCOLS = ("rest", "grpc")
+
+
 class Metrics:
     def __init__(self) -> None:
         # ``*_created`` series double the exposition and nothing here reads them (process-wide switch).
@@ -182,7 +187,7 @@ class Metrics:
             batch_size=self.batch_size.labels(model, version),
             batch_requests=self.batch_requests.labels(model, version),
             queue_wait=self.queue_seconds.labels(model),
-            ok=self.requests.labels(model, version, "rest", "200"),
+            ok={protocol: self.requests.labels(model, version, protocol, "200") for protocol in PROTOCOLS},
             cache_hit=self.cache.labels(model, "hit"),
             cache_miss=self.cache.labels(model, "miss"),
         )
@@ -195,7 +200,7 @@ class VersionMetrics:
     batch_size: LoopHistogram
     batch_requests: LoopHistogram
     queue_wait: LoopHistogram
-    ok: LoopCounter
+    ok: dict[str, LoopCounter]  # answered requests by front end (``RequestContext.protocol``)
     cache_hit: LoopCounter
     cache_miss: LoopCounter
 

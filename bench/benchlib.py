@@ -218,12 +218,13 @@ def create_api_key(keys_file: Path) -> str | None:
 
 @contextlib.contextmanager
 def serve(models: Path, state: Path, *, env: dict[str, str] | None = None, cpus: str | None = None,
-          log_file: Path | None = None, port: int | None = None) -> Iterator[Server]:
-    """Start ``appliance serve`` (optionally under ``taskset -c cpus``); stop it with SIGTERM."""
+          log_file: Path | None = None, port: int | None = None, grpc_port: int = 0) -> Iterator[Server]:
+    """Start ``appliance serve`` (optionally under ``taskset -c cpus``); stop it with SIGTERM.
+    ``grpc_port`` 0 leaves gRPC off, so benches never contend for its default port."""
     port = port or free_port()
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     args = [PYTHON, "-m", "appliance", "serve", "--models", str(models), "--state-dir", str(state),
-            "--host", "127.0.0.1", "--port", str(port)]
+            "--host", "127.0.0.1", "--port", str(port), "--grpc-port", str(grpc_port)]
     if cpus is not None:
         args = ["taskset", "-c", cpus, *args]
     log = open(log_file or os.devnull, "ab")  # noqa: SIM115 - closed below
@@ -281,28 +282,32 @@ class PerfResult:
 def run_perf(binary: str, port: int, model: str, input_data: Path, *, concurrency: int,
              tensor_format: str = "json", interval_ms: int = 3000, batch: int = 1, cpus: str | None = None,
              headers: dict[str, str] | None = None, shape: str | None = None,
-             extra: tuple[str, ...] = (), timeout: float = 120.0, stability: int = 20) -> PerfResult:
-    """One perf_analyzer measurement; on a busy shared host an unstable one is retried with a
-    looser stability criterion (perf_analyzer then reports the last windows' average)."""
+             extra: tuple[str, ...] = (), timeout: float = 120.0, stability: int = 20,
+             protocol: str = "http") -> PerfResult:
+    """One perf_analyzer measurement (``protocol`` http or grpc; gRPC tensors are always binary);
+    on a busy shared host an unstable one is retried with a looser stability criterion
+    (perf_analyzer then reports the last windows' average)."""
     try:
         return _run_perf_once(binary, port, model, input_data, concurrency, tensor_format, interval_ms, batch,
-                              cpus, headers, shape, extra, timeout, stability)
+                              cpus, headers, shape, extra, timeout, stability, protocol)
     except RuntimeError as exc:
         if "stable" not in str(exc):
             raise
         return _run_perf_once(binary, port, model, input_data, concurrency, tensor_format, interval_ms, batch,
-                              cpus, headers, shape, extra, timeout, 1000)
+                              cpus, headers, shape, extra, timeout, 1000, protocol)
 
 
 def _run_perf_once(binary: str, port: int, model: str, input_data: Path, concurrency: int, tensor_format: str,
                    interval_ms: int, batch: int, cpus: str | None, headers: dict[str, str] | None,
-                   shape: str | None, extra: tuple[str, ...], timeout: float, stability: int) -> PerfResult:
+                   shape: str | None, extra: tuple[str, ...], timeout: float, stability: int,
+                   protocol: str = "http") -> PerfResult:
     with tempfile.TemporaryDirectory(prefix="pa-") as tmp:
         report = Path(tmp) / "report.csv"
-        args = [binary, "-m", model, "-u", f"127.0.0.1:{port}", "-i", "http", "-b", str(batch),
+        formats = ["-i", protocol] if protocol != "http" else [
+            "-i", "http", "--input-tensor-format", tensor_format, "--output-tensor-format", tensor_format]
+        args = [binary, "-m", model, "-u", f"127.0.0.1:{port}", *formats, "-b", str(batch),
                 "--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms),
-                "--input-data", str(input_data), "--input-tensor-format", tensor_format,
-                "--output-tensor-format", tensor_format, "--percentile", "99", "-f", str(report),
+                "--input-data", str(input_data), "--percentile", "99", "-f", str(report),
                 "--max-trials", "5", "--stability-percentage", str(stability), *extra]
         if shape:
             args += ["--shape", shape]

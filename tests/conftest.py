@@ -80,6 +80,7 @@ class ServerProcess:
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    grpc_port: int = 0  # 0: gRPC off (start_server(grpc=True) turns it on)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -101,20 +102,22 @@ def wait_ready(url: str, timeout: float = 60.0, process: subprocess.Popen[bytes]
 
 
 def start_server(models: Path, state: Path, config: Path | None = None, extra_env: dict[str, str] | None = None,
-                 args: list[str] | None = None) -> ServerProcess:
-    """``appliance serve`` as a real subprocess on a free loopback port."""
+                 args: list[str] | None = None, grpc: bool = False) -> ServerProcess:
+    """``appliance serve`` as a real subprocess on a free loopback port; gRPC (on another free
+    port) only when asked, so tests never contend for the default gRPC port."""
     port = free_port()
+    grpc_port = free_port() if grpc else 0
     state.mkdir(parents=True, exist_ok=True)
     log_path = state / "server.log"
     command = [sys.executable, "-m", "appliance", "serve", "--models", str(models), "--state-dir", str(state),
-               "--port", str(port), "--host", "127.0.0.1", *(args or [])]
+               "--port", str(port), "--host", "127.0.0.1", "--grpc-port", str(grpc_port), *(args or [])]
     if config is not None:
         command += ["--config", str(config)]
     env = {**os.environ, "APPLIANCE_AUDIT_ENABLED": os.environ.get("APPLIANCE_AUDIT_ENABLED", "false"),
            **(extra_env or {})}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=state)
-    server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path, grpc_port)
     try:
         wait_ready(server.url, process=process)
     except Exception:

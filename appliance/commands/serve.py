@@ -18,10 +18,11 @@ log = logging.getLogger("appliance")
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("serve", help="serve the model repository over HTTP")
+    parser = subparsers.add_parser("serve", help="serve the model repository over HTTP and gRPC")
     parser.add_argument("--config", type=Path, help="appliance.toml (default: built-in defaults)")
     parser.add_argument("--host", help="address to bind (server.host)")
     parser.add_argument("--port", type=int, help="port (server.port)")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port (grpc.port; 0 = no gRPC)")
     parser.add_argument("--models", type=Path, help="model repository (server.models)")
     parser.add_argument("--state-dir", type=Path, help="writable state folder (server.state_dir)")
     parser.add_argument("--insecure", action="store_true",
@@ -36,6 +37,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     }.items() if v is not None}
     if args.insecure:
         changes["insecure"] = True
+    if args.grpc_port is not None:
+        settings = settings.replace("grpc", port=args.grpc_port)
     return settings.replace("server", **changes) if changes else settings
 
 
@@ -100,6 +103,8 @@ async def serve(settings: Settings) -> int:
     from aiohttp import web
 
     from appliance.app import create_app
+    from appliance.appkeys import PARTS
+    from appliance.grpc.server import start_grpc
     from appliance.protocol.drain import drain
     from appliance.system.listeners import open_listeners
     from appliance.system.tls import server_ssl_context
@@ -118,12 +123,21 @@ async def serve(settings: Settings) -> int:
         await web.SockSite(runner, sock, ssl_context=ssl_context, backlog=1024).start()
     scheme = "https" if ssl_context else "http"
     log.info("listening", extra={"fields": {"url": f"{scheme}://{settings.server.host}:{settings.server.port}"}})
+    try:
+        grpc_server = await start_grpc(app[PARTS], settings)
+    except ConfigError:
+        await runner.cleanup()  # the parts are started: close the audit log properly
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("draining", extra={"fields": {"grace_s": settings.server.drain_grace_s}})
-    finished = await drain(runner, listeners, settings.server.drain_grace_s)
+    draining = asyncio.create_task(drain(runner, listeners, settings.server.drain_grace_s))
+    if grpc_server is not None:
+        await asyncio.sleep(0)  # drain() marks the service draining before its first await
+        await grpc_server.stop(settings.server.drain_grace_s)  # new calls refused, admitted ones answered
+    finished = await draining
     log.info("stopped", extra={"fields": {"drained": finished}})
     return 0

@@ -148,7 +148,7 @@ class InferenceService:
             if self.audit is not None:
                 await self.audit.record_inference(outcome)
             self._notify(outcome)
-        lane.metrics.ok.inc()
+        lane.metrics.ok[ctx.protocol].inc()
         lane.metrics.request_seconds.observe(time.monotonic() - ctx.started)
         return InferResponse(lane.target.name, lane.version_label, selected, id=request.id)
 

@@ -133,7 +133,7 @@ def _flatten(data: list[Any]) -> list[Any]:
     return out
 
 
-def _binary_tensor(name: str, datatype: str, shape: tuple[int, ...], count: int,
+def binary_tensor(name: str, datatype: str, shape: tuple[int, ...], count: int,
                    chunk: memoryview) -> np.ndarray:
     if datatype == "BYTES":
         return _decode_bytes_elements(name, shape, count, chunk)
@@ -236,7 +236,7 @@ def _decode_input(raw: dict[str, Any], binary: memoryview, offset: int,
             raise InvalidInput(f"input '{name}': binary_data_size {size} overruns the body")
         if "data" in raw:
             raise InvalidInput(f"input '{name}': give either 'data' or binary_data_size, not both")
-        array = _binary_tensor(name, datatype, shape, count, binary[offset:offset + size])
+        array = binary_tensor(name, datatype, shape, count, binary[offset:offset + size])
         return InferInput(name, datatype, shape, array), offset + size
     if "data" not in raw:
         raise InvalidInput(f"input '{name}': missing 'data'")

@@ -10,18 +10,16 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from appliance import __version__
+from appliance import __version__, modelinfo
 from appliance.appkeys import AUDIT, CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.tensors import InferRequest
-from appliance.errors import InvalidInput, ModelNotFound, ModelNotReady, RequestTimeout
+from appliance.errors import InvalidInput, ModelNotReady, RequestTimeout
 from appliance.protocol import repository_routes, rollout_routes
 from appliance.protocol.codec import HEADER_LENGTH, EncodedBody, decode_request, encode_response
-from appliance.repository import ModelVersion
 from appliance.status import handlers as status
 
 _OFFLOAD_DECODE_BYTES = 1 << 20  # decode bodies above 1 MiB in a thread, off the event loop
-_TRITON_TYPES = {"BOOL": "TYPE_BOOL", "BYTES": "TYPE_STRING"}
 EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
 
 
@@ -50,68 +48,9 @@ def _version_param(request: web.Request) -> str | None:
     return request.match_info.get("version") or None
 
 
-def _lookup(request: web.Request) -> tuple[str, ModelVersion | None]:
-    """The addressed version for metadata: ready or not (metadata describes either)."""
-    name = request.match_info["model"]
-    entry = request.app[REPOSITORY].entry(name)
-    version = _version_param(request)
-    if version is None:
-        latest = entry.latest_ready()
-        if latest is None and entry.versions:
-            latest = entry.versions[max(entry.versions)]
-        return name, latest
-    if not version.isdigit() or int(version) not in entry.versions:
-        raise ModelNotFound(f"model '{name}' has no version '{version}'")
-    return name, entry.versions[int(version)]
-
-
 async def model_metadata(request: web.Request) -> web.Response:
-    name, target = _lookup(request)
-    entry = request.app[REPOSITORY].entry(name)
-    doc: dict[str, Any] = {"name": name, "versions": [str(v) for v in sorted(entry.versions)]}
-    if target is None:
-        raise ModelNotReady(f"model '{name}' has no loaded version: {entry.error or 'none selected'}")
-    doc["platform"] = _platform(target)
-    doc["inputs"], doc["outputs"] = _tensor_metadata(target)
-    doc["parameters"] = _version_parameters(target)
-    return json_response(doc)
-
-
-def _platform(target: ModelVersion) -> str:
-    if target.manifest is None:
-        return ""
-    return "openvino_ir" if target.manifest.format == "openvino" else "onnxruntime_onnx"
-
-
-def _tensor_metadata(target: ModelVersion) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    config = target.config
-    batched = config.max_batch_size > 0
-    if target.compiled is None:
-        return ([s.to_metadata(batched) for s in config.inputs], [s.to_metadata(batched) for s in config.outputs])
-    declared = {s.name: s for s in (*config.inputs, *config.outputs)}
-
-    def describe(port: Any) -> dict[str, Any]:
-        spec = declared.get(port.name)
-        if spec is not None:
-            return spec.to_metadata(batched)
-        return {"name": port.name, "datatype": port.datatype, "shape": list(port.shape)}
-
-    return [describe(p) for p in target.compiled.inputs], [describe(p) for p in target.compiled.outputs]
-
-
-def _version_parameters(target: ModelVersion) -> dict[str, Any]:
-    compiled, manifest = target.compiled, target.manifest
-    return {
-        "version": str(target.version),
-        "state": str(target.state),
-        "reason": target.reason,
-        "runtime": compiled.runtime if compiled else "",
-        "device": compiled.device if compiled else "",
-        "precision": manifest.precision if manifest else "",
-        "format": manifest.format if manifest else "",
-        "max_batch_size": target.config.max_batch_size,
-        "labels": list(target.config.labels),
-    }
+    return json_response(modelinfo.model_metadata(request.app[REPOSITORY], request.match_info["model"],
+                                                  _version_param(request)))
 
 
 async def model_ready(request: web.Request) -> web.Response:
@@ -125,23 +64,8 @@ async def model_ready(request: web.Request) -> web.Response:
 
 async def model_config(request: web.Request) -> web.Response:
     """Triton's configuration endpoint (perf_analyzer and Triton clients ask for it)."""
-    name, target = _lookup(request)
-    if target is None:
-        raise ModelNotReady(f"model '{name}' has no loaded version")
-    inputs, outputs = _tensor_metadata(target)
-    batched = target.config.max_batch_size > 0
-
-    def triton(t: dict[str, Any]) -> dict[str, Any]:
-        dims = t["shape"][1:] if batched else t["shape"]
-        return {"name": t["name"], "data_type": _TRITON_TYPES.get(t["datatype"], "TYPE_" + t["datatype"]),
-                "dims": dims}
-
-    doc = {"name": name, "platform": _platform(target), "backend": target.compiled.runtime if target.compiled else "",
-           "max_batch_size": target.config.max_batch_size, "input": [triton(t) for t in inputs],
-           "output": [triton(t) for t in outputs]}
-    if batched:
-        doc["dynamic_batching"] = {"preferred_batch_size": list(target.config.preferred_batch_size)}
-    return json_response(doc)
+    return json_response(modelinfo.triton_config(request.app[REPOSITORY], request.match_info["model"],
+                                                 _version_param(request)))
 
 
 def _context(request: web.Request) -> RequestContext:

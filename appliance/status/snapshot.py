@@ -32,7 +32,10 @@ def build(app: web.Application) -> dict[str, Any]:
     return {
         "server": {"name": "model-appliance", "version": __version__, "health": health,
                    "uptime_s": round(time.monotonic() - state.started, 1), "started_at": state.started_wall,
-                   "now": time.time(), "interval_s": obs.history.interval_s},
+                   "now": time.time(), "interval_s": obs.history.interval_s,
+                   # Where clients reach it: the REST port, and the gRPC port (0 = off).
+                   "host": parts.settings.server.host, "port": parts.settings.server.port,
+                   "grpc_port": parts.settings.grpc.port},
         "hardware": obs.hardware,
         "process": _process(memory),
         "models": [_model(entry, latest, rates) for entry in repository.models()],

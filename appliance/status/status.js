@@ -150,6 +150,7 @@ function renderHeader(doc) {
   $("health-dot").className = `dot ${s.health}`;
   $("version").textContent = s.version;
   $("uptime").textContent = duration(s.uptime_s);
+  $("grpc").textContent = s.grpc_port ? `${s.host}:${s.grpc_port}` : "off";
   $("updated").textContent = new Date(s.now * 1000).toLocaleTimeString();
 }
 

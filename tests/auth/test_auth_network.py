@@ -66,7 +66,8 @@ def served(digits_repository: Path, tmp_path_factory: pytest.TempPathFactory) ->
     key = create_key(state, "ci", "infer,read")
     port = _free_port()
     command = [sys.executable, "-m", "appliance", "serve", "--models", str(digits_repository),
-               "--state-dir", str(state), "--host", "127.0.0.1", "--port", str(port)]
+               "--state-dir", str(state), "--host", "127.0.0.1", "--port", str(port),
+               "--grpc-port", str(_free_port())]  # gRPC on too: neither front end may call out
     trace = folder / "strace.txt" if _strace_works() else None
     if trace is not None:
         command = [str(_STRACE), "-f", "-qq", "-e", "trace=bind,connect,sendto,sendmsg", "-o", str(trace), *command]

@@ -39,11 +39,12 @@ def _digits_request(count: int = 16) -> tuple[dict, list[int]]:
 def test_foreground_install_then_serve(tmp_path: Path) -> None:
     src = copy_checkout(tmp_path / "src")
     home = tmp_path / "home"
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("APPLIANCE_", "VIRTUAL_ENV"))}
     env["APPLIANCE_HOME"] = str(home)
     install = subprocess.run([str(src / "install.sh"), "--foreground", "--no-start", "--fp32-only",
-                              "--port", str(port)], env=env, capture_output=True, text=True, timeout=540)
+                              "--port", str(port), "--grpc-port", str(grpc_port)], env=env, capture_output=True,
+                             text=True, timeout=540)
     assert install.returncode == 0, install.stdout[-3000:] + install.stderr[-3000:]
 
     venv_python = home / ".venv" / "bin" / "python"
@@ -55,6 +56,7 @@ def test_foreground_install_then_serve(tmp_path: Path) -> None:
     for secret in secrets:
         assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
     assert f"{home / '.venv' / 'bin' / 'appliance'} serve --config {config}" in install.stdout
+    assert "[grpc]\n" in config.read_text() and f"gRPC:       127.0.0.1:{grpc_port}" in install.stdout
 
     admin = home / "state" / "admin.key"
     key = admin.read_text().strip() if admin.exists() else None

@@ -130,7 +130,7 @@ def start_subprocess_server(models: Path, state: Path, env: dict[str, str]) -> t
     state.mkdir(parents=True, exist_ok=True)
     log_path = state / "server.log"
     command = [sys.executable, "-m", "appliance", "serve", "--models", str(models), "--state-dir", str(state),
-               "--host", "127.0.0.1", "--port", str(port)]
+               "--host", "127.0.0.1", "--port", str(port), "--grpc-port", "0"]
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT,
                                    env={**os.environ, "APPLIANCE_AUDIT_ENABLED": "false", **env})
