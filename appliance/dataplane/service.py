@@ -120,6 +120,8 @@ class InferenceService:
             if cached is not None:
                 lane.metrics.cache_hit.inc()
                 ctx.cache_hit = True
+                if lane.processing is not None:
+                    await lane.count_tokens(inputs, ctx)
                 return await self._answer(lane, request, ctx, cached, wanted, mirror, inputs)
             lane.metrics.cache_miss.inc()
         queued = time.monotonic()
@@ -128,7 +130,7 @@ class InferenceService:
         started, in_flight = time.monotonic(), admission.in_flight
         try:
             lane.metrics.queue_wait.observe(started - queued)
-            outputs, ctx.batch_size = await lane.batcher.run(inputs, ctx.deadline)
+            outputs, ctx.batch_size = await lane.infer(inputs, ctx.deadline, ctx)  # + processing
             lane.metrics.inference_seconds.observe(time.monotonic() - started)
             if key is not None:
                 self.cache.put(key, outputs, owner=target)
@@ -140,7 +142,7 @@ class InferenceService:
                       wanted: tuple[str, ...], mirror: Lane | None, inputs: dict[str, np.ndarray]) -> InferResponse:
         if mirror is not None:
             self._mirror(lane, mirror, inputs, outputs, ctx)
-        selected = {name: outputs[name] for name in wanted}
+        selected = lane.select(outputs, wanted, request)  # classification: top-K labels
         if self.audit is not None or self.observers:
             outcome = InferOutcome(ctx, lane.target, 200, request, selected)
             if self.audit is not None:
@@ -209,7 +211,7 @@ class InferenceService:
         router = self.router
         started, in_flight = time.monotonic(), mirror.admission.in_flight
         try:
-            other, _ = await mirror.batcher.run(inputs, None)
+            other, _ = await mirror.infer(inputs, None)
         except ApplianceError:
             if router is not None and mirror_is_candidate:
                 router.observe(model, "canary", time.monotonic() - started, True)
