@@ -72,7 +72,6 @@ def encode(model: str, vectors: np.ndarray, encoding: str, tokens: int) -> bytes
 async def embeddings(request: web.Request) -> web.Response:
     ctx = request[CONTEXT]
     ctx.body_bytes = request.content_length or 0
-    ctx.protocol = "openai"
     body = await read_body(request, request.app[SETTINGS].http.read_timeout_s)
     model, texts, encoding, dimensions = parse(body)
     principal = request.get(PRINCIPAL)
