@@ -10,6 +10,8 @@ are ignored, as OpenAI's server does. Errors take OpenAI's shape (``protocol.err
 
 The model name is in the body, so the body is read before admission is asked (the OIP route can
 refuse a flood before reading it); ``http.max_body_bytes`` and ``http.read_timeout_s`` bound it.
+OpenAI accepts up to 2,048 inputs per call and clients send that many (LangChain chunks by 1,000):
+a list longer than the model's ``max_batch_size`` is sent as consecutive requests of that size.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import orjson
 from aiohttp import web
 
-from appliance.appkeys import CONTEXT, PRINCIPAL, SERVICE, SETTINGS
+from appliance.appkeys import CONTEXT, PRINCIPAL, REPOSITORY, SERVICE, SETTINGS
 from appliance.auth.principal import INFER
 from appliance.dataplane.tensors import InferInput, InferRequest
 from appliance.errors import Forbidden, InvalidInput
@@ -29,6 +31,7 @@ from appliance.protocol.body import read_body
 
 PREFIX = "/v1/"
 TEXT_INPUT = "text"  # the public input of a text model (dataplane.processing.text)
+MAX_INPUTS = 2048  # OpenAI's own limit per call
 _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -47,6 +50,8 @@ def parse(body: bytes) -> tuple[str, list[str], str, int | None]:
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise InvalidInput("'input' must be a string or a non-empty list of strings (token arrays are not "
                            "supported: send the text)")
+    if len(texts) > MAX_INPUTS:
+        raise InvalidInput(f"'input' holds {len(texts)} strings; at most {MAX_INPUTS} per request")
     if encoding not in ("float", "base64"):
         raise InvalidInput("'encoding_format' must be 'float' or 'base64'")
     dimensions = doc.get("dimensions")
@@ -78,18 +83,32 @@ async def embeddings(request: web.Request) -> web.Response:
     if principal is not None and not principal.may(INFER, model):
         raise Forbidden(f"'{principal.name}' lacks the '{INFER}' scope for model '{model}'")
     ctx.model = model
-    array = np.empty(len(texts), dtype=np.object_)
-    array[:] = [text.encode() for text in texts]
-    tensor = InferRequest([InferInput(TEXT_INPUT, "BYTES", (len(texts),), array)])
-    response = await request.app[SERVICE].infer(ctx, model, None, tensor)
-    outputs = response.outputs
-    vectors = outputs["embeddings"] if "embeddings" in outputs else next(iter(outputs.values()))
-    if vectors.ndim != 2 or vectors.dtype.kind != "f":
-        raise InvalidInput(f"model '{model}' does not answer embeddings (a [rows, dims] float output)")
+    vectors, tokens = await _embed(request, model, texts)
     if dimensions is not None and dimensions != vectors.shape[1]:
         raise InvalidInput(f"model '{model}' answers {vectors.shape[1]} dimensions, not {dimensions}")
-    return web.Response(body=encode(model, vectors, encoding, ctx.prompt_tokens), content_type="application/json",
+    return web.Response(body=encode(model, vectors, encoding, tokens), content_type="application/json",
                         headers={"X-Cache": "HIT" if ctx.cache_hit else "MISS", "X-Model-Version": ctx.version})
+
+
+async def _embed(request: web.Request, model: str, texts: list[str]) -> tuple[np.ndarray, int]:
+    """Embeddings of ``texts`` through the service, in requests of at most the model's batch size."""
+    ctx, service = request[CONTEXT], request.app[SERVICE]
+    target = request.app[REPOSITORY].resolve(model, None)  # 404/503 here as on the OIP route
+    size = target.config.max_batch_size or len(texts)
+    parts, tokens = [], 0
+    for start in range(0, len(texts), size):
+        chunk = texts[start:start + size]
+        array = np.empty(len(chunk), dtype=np.object_)
+        array[:] = [text.encode() for text in chunk]
+        response = await service.infer(ctx, model, None, InferRequest([InferInput(TEXT_INPUT, "BYTES",
+                                                                                  (len(chunk),), array)]))
+        outputs = response.outputs
+        vectors = outputs["embeddings"] if "embeddings" in outputs else next(iter(outputs.values()))
+        if vectors.ndim != 2 or vectors.dtype.kind != "f":
+            raise InvalidInput(f"model '{model}' does not answer embeddings (a [rows, dims] float output)")
+        parts.append(vectors)
+        tokens += ctx.prompt_tokens
+    return np.concatenate(parts), tokens
 
 
 ROUTES = [web.post("/v1/embeddings", embeddings)]

@@ -67,6 +67,12 @@ def test_images_answer_what_preprocessing_by_hand_and_the_model_answer(
             (float(a.decode().split(":")[0]) for a in answer), reverse=True)
 
 
+def test_metadata_says_what_a_request_may_send_instead_of_tensors(image_server: ServerProcess) -> None:
+    metadata = _client(image_server).get_model_metadata(MODEL)
+    assert metadata["parameters"]["processing"] == {"kind": "image", "input": "image", "datatype": "BYTES"}
+    assert metadata["parameters"]["labels"] == LABELS
+
+
 def test_the_model_tensors_are_still_accepted_and_classification_works_on_them(
         image_server: ServerProcess, digits_repository: Path) -> None:
     rows, _ = eval_rows(digits_repository, 4)

@@ -122,6 +122,9 @@ def _check_client(client: Any, sentences: list[str], reference: np.ndarray, enco
     served = np.array([item.embedding for item in result.data])
     assert _cosines(served, reference[:12]).min() >= MIN_COSINE
     assert 12 * 3 <= result.usage.prompt_tokens == result.usage.total_tokens < 12 * 64
+    everything = client.embeddings.create(model=MODEL, input=sentences, **kwargs)  # over max_batch_size (16)
+    assert len(everything.data) == len(sentences) > 16
+    assert _cosines(np.array([item.embedding for item in everything.data]), reference).min() >= MIN_COSINE
     single = client.embeddings.create(model=MODEL, input=LONG, user="ignored-optional-field")
     assert _cosines(np.array([single.data[0].embedding]), reference[[sentences.index(LONG)]])[0] >= MIN_COSINE
     assert single.usage.prompt_tokens == 256
