@@ -14,7 +14,6 @@ A truncated or corrupt file is a 400 too (Pillow's LOAD_TRUNCATED_IMAGES stays o
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,15 +114,16 @@ class ImageDecoder:
         raw = item if isinstance(item, bytes) else str(item).encode()
         if len(raw) > self.spec.max_bytes:
             raise LimitExceeded(f"an encoded image of {len(raw)} bytes is over the limit of {self.spec.max_bytes}")
+        # No warnings.catch_warnings() here: it swaps process-wide state and this runs in several
+        # threads. Pillow's own bomb check (an error past 2 × Image.MAX_IMAGE_PIXELS) and ours, on the
+        # header's size before load(), refuse the same files either way.
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(io.BytesIO(raw), formats=FORMATS)  # reads the header only
-                width, height = image.size
-                if width * height > self.spec.max_pixels:
-                    raise LimitExceeded(f"an image of {width}x{height} pixels is over the limit of "
-                                        f"{self.spec.max_pixels} pixels")
-                image.load()
+            image = Image.open(io.BytesIO(raw), formats=FORMATS)  # reads the header only
+            width, height = image.size
+            if width * height > self.spec.max_pixels:
+                raise LimitExceeded(f"an image of {width}x{height} pixels is over the limit of "
+                                    f"{self.spec.max_pixels} pixels")
+            image.load()
         except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
             raise LimitExceeded(f"image refused as a decompression bomb: {exc}") from None
         except (OSError, SyntaxError, ValueError) as exc:  # Pillow's ways of saying corrupt/truncated/unknown
