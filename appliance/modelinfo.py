@@ -64,7 +64,7 @@ def tensor_metadata(target: ModelVersion) -> tuple[list[dict[str, Any]], list[di
 
 
 def version_parameters(target: ModelVersion) -> dict[str, Any]:
-    compiled, manifest = target.compiled, target.manifest
+    compiled, manifest, processing = target.compiled, target.manifest, target.processing
     return {
         "version": str(target.version),
         "state": str(target.state),
@@ -74,7 +74,11 @@ def version_parameters(target: ModelVersion) -> dict[str, Any]:
         "precision": manifest.precision if manifest else "",
         "format": manifest.format if manifest else "",
         "max_batch_size": target.config.max_batch_size,
-        "labels": list(target.config.labels),
+        "labels": list(processing.labels if processing is not None else target.config.labels),
+        "serve": target.serve,
+        # What a request may send instead of the model's tensors: a BYTES input of strings or image files.
+        "processing": {"kind": processing.kind, "input": processing.public_input, "datatype": "BYTES"}
+        if processing is not None and processing.step is not None else None,
     }
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from appliance.config import Settings
+from appliance.dataplane.processing import Processing, build_processing
 from appliance.errors import ModelNotFound, ModelNotReady
 from appliance.modelconfig import ModelConfig, ModelConfigError, load_model_config
 from appliance.runtimes import CompiledModel, RuntimeLoadError, load_model
@@ -62,6 +63,7 @@ class ModelVersion:
     #: False for a version whose manifest says ``"serve": false``: loaded, but only a request that
     #: names it reaches it (the optimizer found it no faster than the FP32 source on this host).
     serve: bool = True
+    processing: Processing | None = None  # the steps the version declares (text/image in, labels out)
 
     @property
     def ready(self) -> bool:
@@ -197,6 +199,7 @@ class Repository:
             version.manifest = manifest
             version.compiled = self._compile(version, manifest)
             warm_up(version.compiled)
+            version.processing = build_processing(version.path, manifest.extra, manifest.files, version.config.labels)
         except (ManifestError, RuntimeLoadError, OSError, ValueError) as exc:
             if version.compiled is not None:
                 version.compiled.close()

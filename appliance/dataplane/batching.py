@@ -6,6 +6,10 @@ light load); while every slot is busy, arrivals accumulate and the next free slo
 applies when ``preferred_batch_size`` is configured (Triton's semantics): a smaller batch then
 waits at most that long for company.
 
+Pad axes (a lane's option, e.g. token tensors of a text model): requests whose named inputs differ
+only in the length of one axis still share a batch; the shorter rows are padded with the lane's
+pad value up to the batch's longest (the attention mask makes the padding invisible to the model).
+
 Each request gets its own future; a runtime error fails every request of that batch; a request
 whose deadline passed while queued is answered ``DeadlineExceeded`` and never reaches the runtime.
 """
@@ -15,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +29,8 @@ from appliance.runtimes import CompiledModel, Tensors
 
 #: Observer told the size (rows) of each batch dispatched.
 BatchObserver = Callable[[int, int], None]
+#: Input name → (axis, pad value): inputs whose length along ``axis`` may differ within a batch.
+PadAxes = Mapping[str, tuple[int, int | float]]
 
 
 @dataclass(slots=True)
@@ -36,15 +42,44 @@ class _Pending:
     deadline: float | None
 
 
-def _signature(inputs: Tensors) -> tuple[object, ...]:
-    """Requests can share a batch only if every input agrees beyond the batch dimension."""
-    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
+def _signature(inputs: Tensors, pad_axes: PadAxes | None = None) -> tuple[object, ...]:
+    """Requests can share a batch only if every input agrees beyond the batch dimension (a pad
+    axis excepted)."""
+    if not pad_axes:
+        return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
+    return tuple((name, a.dtype.str, _unpadded_shape(a, pad_axes.get(name))) for name, a in inputs.items())
+
+
+# --- pad axes: the one place where requests of different lengths are joined -----------------
+def _unpadded_shape(array: np.ndarray, pad: tuple[int, int | float] | None) -> tuple[int, ...]:
+    shape = list(array.shape[1:])
+    if pad is not None and 0 < pad[0] < array.ndim:
+        shape[pad[0] - 1] = -1
+    return tuple(shape)
+
+
+def concatenate_padded(arrays: list[np.ndarray], pad: tuple[int, int | float] | None) -> np.ndarray:
+    """Concatenate along the batch axis, padding ``pad``'s axis to the longest with its value."""
+    if pad is None or len({a.shape for a in arrays}) == 1:
+        return np.concatenate(arrays)
+    axis, value = pad
+    longest = max(a.shape[axis] for a in arrays)
+    padded = []
+    for array in arrays:
+        if array.shape[axis] < longest:
+            widths = [(0, 0)] * array.ndim
+            widths[axis] = (0, longest - array.shape[axis])
+            array = np.pad(array, widths, constant_values=value)
+        padded.append(array)
+    return np.concatenate(padded)
 
 
 class Batcher:
     def __init__(self, compiled: CompiledModel, *, max_batch_size: int, max_queue_delay_s: float = 0.0,
-                 preferred_batch_size: tuple[int, ...] = (), observer: BatchObserver | None = None) -> None:
+                 preferred_batch_size: tuple[int, ...] = (), observer: BatchObserver | None = None,
+                 pad_axes: PadAxes | None = None) -> None:
         self._compiled = compiled
+        self._pad_axes = dict(pad_axes or {})
         self._max_rows = max(1, max_batch_size)
         self._batched = max_batch_size > 0
         self._delay = max_queue_delay_s
@@ -67,7 +102,7 @@ class Batcher:
         """
         rows = next(iter(inputs.values())).shape[0] if self._batched and inputs else 1
         future: asyncio.Future[tuple[Tensors, int]] = self._loop.create_future()
-        self._pending.append(_Pending(inputs, rows, _signature(inputs), future, deadline))
+        self._pending.append(_Pending(inputs, rows, _signature(inputs, self._pad_axes), future, deadline))
         self._dispatch()
         return await future
 
@@ -124,7 +159,8 @@ class Batcher:
         if len(batch) == 1:
             inputs = batch[0].inputs
         else:
-            inputs = {name: np.concatenate([p.inputs[name] for p in batch]) for name in batch[0].inputs}
+            inputs = {name: concatenate_padded([p.inputs[name] for p in batch], self._pad_axes.get(name))
+                      for name in batch[0].inputs}
         rows = sum(p.rows for p in batch)
         if self._observer is not None:
             self._observer(rows, len(batch))

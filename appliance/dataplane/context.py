@@ -34,6 +34,7 @@ class RequestContext:
     model: str = ""
     version: str = ""
     route: str = ""  # "stable" (the default version), "canary" (a rollout's candidate) or "explicit" (named)
+    prompt_tokens: int = 0  # tokens of the texts a text model's processing read (OpenAI's usage)
 
     def apply_parameters(self, parameters: dict[str, Any], default_timeout_ms: float = 0) -> None:
         """The protocol's request parameters every front end carries: ``timeout`` (µs) sets the

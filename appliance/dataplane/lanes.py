@@ -3,6 +3,10 @@
 The service builds a lane the first time a version is addressed and keeps it beside the version
 (never attached to the model object). Validation lives here because it is per version: what a
 request must look like is what this version's plan says.
+
+Processing (``dataplane.processing``) is also per version: a request in public form (strings, image
+files) is checked against the public plan, turned into the model's tensors in :meth:`Lane.infer`
+(off the loop) and its outputs turned into answers (top-K labels) in :meth:`Lane.select`.
 """
 
 from __future__ import annotations
@@ -14,12 +18,15 @@ import numpy as np
 from appliance.config import Settings
 from appliance.dataplane.admission import Admission
 from appliance.dataplane.batching import Batcher
+from appliance.dataplane.context import RequestContext
 from appliance.dataplane.limiter import GradientLimit, LimitSettings
+from appliance.dataplane.processing import Processing, classify
 from appliance.dataplane.tensors import TO_NUMPY, InferRequest
 from appliance.errors import InvalidInput, LimitExceeded
 from appliance.metrics import Metrics, VersionMetrics
 from appliance.modelconfig import TensorSpec
 from appliance.repository import ModelVersion
+from appliance.runtimes import Tensors
 
 
 @dataclass(slots=True)
@@ -39,10 +46,15 @@ class Lane:
     metrics: VersionMetrics
     version_label: str
     users: int = 0  # requests that resolved this version and are not answered yet (a retire waits for 0)
+    processing: Processing | None = None
+    public_plan: dict[str, InputPlan] | None = None  # what a request in public form sends (strings, images)
 
     def validate(self, request: InferRequest) -> dict[str, np.ndarray]:
         """The request's tensors by name, checked against the plan (names, datatypes, shapes)."""
         plan, target = self.plan, self.target
+        if self.public_plan is not None and self.processing is not None \
+                and self.processing.applies([t.name for t in request.inputs]):
+            plan = self.public_plan
         inputs: dict[str, np.ndarray] = {}
         batch_rows = None
         for tensor in request.inputs:
@@ -62,6 +74,33 @@ class Lane:
         if missing:
             raise InvalidInput(f"missing input(s): {', '.join(missing)}")
         return inputs
+
+    # --- processing: the request's public form in, answers out -----------------------------
+    async def infer(self, inputs: Tensors, deadline: float | None,
+                    ctx: RequestContext | None = None) -> tuple[Tensors, int]:
+        """Prepare (text → tokens, image → pixels, off the loop), batch and run; the outputs and
+        the size of the batch they ran in. ``ctx`` learns the tokens read (OpenAI's usage)."""
+        processing = self.processing
+        if processing is not None and processing.applies(inputs):
+            inputs, tokens = await processing.prepare(inputs)
+            if ctx is not None:
+                ctx.prompt_tokens = tokens
+        return await self.batcher.run(inputs, deadline)
+
+    async def count_tokens(self, inputs: Tensors, ctx: RequestContext) -> None:
+        """A cached answer skipped :meth:`infer`: count the texts' tokens for the usage figure."""
+        processing = self.processing
+        if processing is not None and processing.kind == "text" and processing.applies(inputs):
+            _, ctx.prompt_tokens = await processing.prepare(inputs)
+
+    def select(self, outputs: Tensors, wanted: tuple[str, ...], request: InferRequest) -> Tensors:
+        """The outputs asked for; those asked with ``classification: K`` as top-K BYTES labels."""
+        selected = {name: outputs[name] for name in wanted}
+        for output in request.outputs or ():
+            if output.classification:
+                labels = self.processing.labels if self.processing is not None else ()
+                selected[output.name] = classify(outputs[output.name], output.classification, labels)
+        return selected
 
     def wanted_outputs(self, request: InferRequest) -> tuple[str, ...]:
         if not request.outputs:
@@ -84,11 +123,16 @@ def build_lane(target: ModelVersion, settings: Settings, metrics: Metrics) -> La
     delay_us = config.max_queue_delay_us
     if delay_us is None:
         delay_us = settings.batching.max_queue_delay_us
+    processing = target.processing
     batcher = Batcher(compiled, max_batch_size=config.max_batch_size if batched else 0,
                       max_queue_delay_s=delay_us / 1e6, preferred_batch_size=config.preferred_batch_size,
-                      observer=version_metrics.observe_batch)
+                      observer=version_metrics.observe_batch, pad_axes=processing.pad_axes if processing else None)
+    public = None
+    if processing is not None and processing.step is not None:
+        public = {processing.public_input: InputPlan(TO_NUMPY["BYTES"], "BYTES", ())}
     return Lane(target, build_admission(target, settings, compiled.slots), batcher, input_plan(target),
-                tuple(p.name for p in compiled.outputs), version_metrics, label)
+                tuple(p.name for p in compiled.outputs), version_metrics, label, processing=processing,
+                public_plan=public)
 
 
 def build_admission(target: ModelVersion, settings: Settings, slots: int) -> Admission:

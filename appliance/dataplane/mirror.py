@@ -68,7 +68,7 @@ class Mirror:
         admission = self.lane.admission
         started, in_flight = time.monotonic(), admission.in_flight
         try:
-            other, _ = await self.lane.batcher.run(inputs, None)
+            other, _ = await self.lane.infer(inputs, None)  # processing included, as for the primary
         except ApplianceError:
             self._on_result(primary, None, requests)
             return

@@ -122,6 +122,8 @@ class InferenceService:
             if cached is not None:
                 lane.metrics.cache_hit.inc()
                 ctx.cache_hit = True
+                if lane.processing is not None:
+                    await lane.count_tokens(inputs, ctx)
                 return await self._answer(lane, request, ctx, cached, wanted, mirror, inputs)
             lane.metrics.cache_miss.inc()
         queued = time.monotonic()
@@ -130,7 +132,7 @@ class InferenceService:
         started, in_flight = time.monotonic(), admission.in_flight
         try:
             lane.metrics.queue_wait.observe(started - queued)
-            outputs, ctx.batch_size = await lane.batcher.run(inputs, ctx.deadline)
+            outputs, ctx.batch_size = await lane.infer(inputs, ctx.deadline, ctx)  # + processing
             lane.metrics.inference_seconds.observe(time.monotonic() - started)
             if key is not None:
                 self.cache.put(key, outputs, owner=target)
@@ -142,7 +144,7 @@ class InferenceService:
                       wanted: tuple[str, ...], mirror: Lane | None, inputs: dict[str, np.ndarray]) -> InferResponse:
         if mirror is not None:
             self._mirror(lane, mirror, inputs, outputs, ctx)
-        selected = {name: outputs[name] for name in wanted}
+        selected = lane.select(outputs, wanted, request)  # classification: top-K labels
         if self.audit is not None or self.observers:
             outcome = InferOutcome(ctx, lane.target, 200, request, selected)
             if self.audit is not None:

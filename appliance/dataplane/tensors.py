@@ -61,6 +61,7 @@ class InferInput:
 class RequestedOutput:
     name: str
     binary: bool | None = None
+    classification: int = 0  # Triton's classification extension: answer the top K classes as BYTES
 
 
 @dataclass(slots=True)

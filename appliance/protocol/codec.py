@@ -177,7 +177,10 @@ def _parse_outputs(raw: Any) -> list[RequestedOutput] | None:
         if not isinstance(name, str) or not name:
             raise InvalidInput("each requested output needs a non-empty string 'name'")
         params = _optional_object(item.get("parameters"), f"output '{name}' parameters")
-        outputs.append(RequestedOutput(name, _optional_bool(params, "binary_data", f"output '{name}'")))
+        classes = params.get("classification", 0)
+        if type(classes) is not int or classes < 0:
+            raise InvalidInput(f"output '{name}': 'classification' must be a positive integer (top K classes)")
+        outputs.append(RequestedOutput(name, _optional_bool(params, "binary_data", f"output '{name}'"), classes))
     return outputs
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -33,12 +34,25 @@ def status_of(error: e.ApplianceError) -> int:
     return 500
 
 
-def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps({"error": message}),
-                        content_type="application/json", headers=headers)
+#: OpenAI's error ``type`` per status, for the routes under ``/v1/`` (its clients read ``error.message``).
+OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 408: "timeout", 413: "invalid_request_error", 429: "rate_limit_error",
+                503: "service_unavailable", 504: "timeout"}
 
 
-def to_response(error: e.ApplianceError) -> web.Response:
+def error_response(status: int, message: str, headers: dict[str, str] | None = None,
+                   openai: bool = False) -> web.Response:
+    """The protocol's ``{"error": "..."}``; OpenAI's ``{"error": {"message", "type", ...}}`` for ``/v1/``."""
+    body: dict[str, Any]
+    if openai:
+        body = {"error": {"message": message, "type": OPENAI_TYPES.get(status, "server_error"), "param": None,
+                          "code": "model_not_found" if status == 404 and "model" in message else None}}
+    else:
+        body = {"error": message}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
+
+
+def to_response(error: e.ApplianceError, openai: bool = False) -> web.Response:
     status = status_of(error)
     headers: dict[str, str] = {}
     retry_after = getattr(error, "retry_after", None)
@@ -46,10 +60,10 @@ def to_response(error: e.ApplianceError) -> web.Response:
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if isinstance(error, e.Unauthenticated):
         headers["WWW-Authenticate"] = f'{error.scheme} realm="model-appliance"'
-    return error_response(status, error.message, headers)
+    return error_response(status, error.message, headers, openai)
 
 
-def from_http_exception(exc: web.HTTPException) -> web.Response:
+def from_http_exception(exc: web.HTTPException, openai: bool = False) -> web.Response:
     """aiohttp's own refusals (unknown route, wrong method, body too large) in the protocol's shape."""
     message = exc.reason or "error"
     if exc.status == 413:
@@ -57,4 +71,4 @@ def from_http_exception(exc: web.HTTPException) -> web.Response:
     elif exc.status == 404:
         message = "not found"
     headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After", "WWW-Authenticate")}
-    return error_response(exc.status, message, headers)
+    return error_response(exc.status, message, headers, openai)

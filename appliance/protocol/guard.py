@@ -5,7 +5,7 @@ table (401 + ``WWW-Authenticate``, 403, 429 + ``Retry-After``). One middleware f
 steps because each aiohttp middleware layer costs a coroutine call per request; with an API key
 the whole check is a dict lookup, one SHA-256 and one ``hmac.compare_digest``.
 
-Handlers read the body only after the guard let the request through (``protocol.routes.read_body``,
+Handlers read the body only after the guard let the request through (``protocol.body.read_body``,
 bounded by ``http.read_timeout_s``): a stranger cannot make the server buffer a body, and a slow
 client cannot hold a request open (headers are bounded by aiohttp's keep-alive timer, which closes
 a connection still waiting for a complete request after ``http.keepalive_timeout_s``).
@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from appliance.appkeys import CONTEXT
+from appliance.appkeys import CONTEXT, PRINCIPAL
 from appliance.auth.guard import Guard
 from appliance.auth.policy import OPEN
 from appliance.auth.principal import Principal
@@ -46,6 +46,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         _log_failure(request, ctx, 403, detail)
         raise Forbidden(detail)
     ctx.principal = principal.name
+    request[PRINCIPAL] = principal
     if guard.rate.enabled:
         wait = guard.rate.take(principal.name if principal.via != "anonymous" else f"anonymous@{ctx.client}")
         if wait:

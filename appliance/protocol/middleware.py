@@ -49,6 +49,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
                          operation=f"{request.method} {request.path}")
     request[CONTEXT] = ctx
     status = 500
+    openai = request.path.startswith("/v1/")  # OpenAI-compatible routes answer errors in OpenAI's shape
     try:
         response = await handler(request)
         status = response.status
@@ -56,13 +57,13 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = status_of(error)
         if not is_status_probe(request, status):  # the status page's sign-in probe is not a failure
             await request.app[SERVICE].refuse(ctx, error, status)  # metrics, audit, 429 pacing: one door
-        response = to_response(error)
+        response = to_response(error, openai)
     except web.HTTPException as exc:
         status = exc.status
-        response = from_http_exception(exc)
+        response = from_http_exception(exc, openai)
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
-        response = to_response(ApplianceError("internal server error"))
+        response = to_response(ApplianceError("internal server error"), openai)
     headers = response.headers
     close_when_draining(request, response)
     headers["Server"] = "model-appliance"  # not aiohttp's default, which names Python's and aiohttp's versions

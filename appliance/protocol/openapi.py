@@ -70,6 +70,33 @@ def _infer(params: list[dict[str, Any]]) -> dict[str, Any]:
     }}
 
 
+def _embeddings() -> dict[str, Any]:
+    """OpenAI's embeddings call, as far as the appliance implements it (text input only)."""
+    error = {"description": "Error (OpenAI's shape)", "content": {"application/json": {"schema": {
+        "type": "object", "required": ["error"], "properties": {"error": {
+            "type": "object", "required": ["message", "type"],
+            "properties": {"message": {"type": "string"}, "type": {"type": "string"}}}}}}}}
+    request = {"type": "object", "required": ["model", "input"], "properties": {
+        "model": {"type": "string", "minLength": 1},
+        "input": {"oneOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": "string"}}]},
+        "encoding_format": {"type": "string", "enum": ["float", "base64"]},
+        "dimensions": {"type": "integer", "minimum": 1}, "user": {"type": "string"}}}
+    item = {"type": "object", "required": ["object", "embedding", "index"], "properties": {
+        "object": {"type": "string", "enum": ["embedding"]}, "index": {"type": "integer"},
+        "embedding": {"oneOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string"}]}}}
+    answer = {"type": "object", "required": ["object", "data", "model", "usage"], "properties": {
+        "object": {"type": "string", "enum": ["list"]}, "data": {"type": "array", "items": item},
+        "model": {"type": "string"}, "usage": {"type": "object", "required": ["prompt_tokens", "total_tokens"],
+                                              "properties": {"prompt_tokens": {"type": "integer"},
+                                                             "total_tokens": {"type": "integer"}}}}}
+    return {"post": {
+        "summary": "OpenAI-compatible embeddings of text (models with text preprocessing)",
+        "requestBody": {"required": True, "content": {"application/json": {"schema": request}}},
+        "responses": {"200": {"description": "Embeddings", "content": {"application/json": {"schema": answer}}},
+                      **{code: error for code in ("400", "401", "403", "404", "408", "413", "429", "500", "503",
+                                                  "504")}}}}
+
+
 def _optional_object(properties: dict[str, Any] | None = None) -> dict[str, Any]:
     """An object the codec also accepts as ``null`` (clients that serialise unset fields send it)."""
     doc: dict[str, Any] = {"type": "object", "nullable": True}
@@ -209,6 +236,7 @@ def document() -> dict[str, Any]:
         "/metrics": _text("Prometheus metrics (text exposition format)", "text/plain"),
         "/": _text("The built-in status page (self-contained HTML)", "text/html"),
         "/status/{asset}": _assets(),
+        "/v1/embeddings": _embeddings(),
         **_lifecycle(),
     }
     return {

@@ -14,8 +14,9 @@ from appliance import __version__, modelinfo
 from appliance.appkeys import AUDIT, CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.tensors import InferRequest
-from appliance.errors import InvalidInput, ModelNotReady, RequestTimeout
-from appliance.protocol import repository_routes, rollout_routes
+from appliance.errors import InvalidInput, ModelNotReady
+from appliance.protocol import openai_routes, repository_routes, rollout_routes
+from appliance.protocol.body import read_body
 from appliance.protocol.codec import HEADER_LENGTH, EncodedBody, decode_request, encode_response
 from appliance.status import handlers as status
 
@@ -91,20 +92,6 @@ def _apply_headers(ctx: RequestContext, request: web.Request) -> None:
         ctx.use_cache = False
 
 
-async def read_body(request: web.Request, timeout_s: float) -> bytes:
-    """The whole body, within ``timeout_s`` (408 otherwise) so a slow client cannot hold a request.
-
-    Most bodies have fully arrived with their headers; those skip the timer.
-    """
-    if request.content.is_eof():
-        return await request.read()
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await request.read()
-    except TimeoutError:
-        raise RequestTimeout(f"the request body did not arrive within {timeout_s:g} s") from None
-
-
 async def infer(request: web.Request) -> web.Response:
     """Decode (only once the service has room for the request), infer, encode."""
     settings = request.app[SETTINGS]
@@ -175,6 +162,7 @@ def add_routes(app: web.Application) -> None:
         web.post("/v2/models/{model}/versions/{version}/infer", infer),
         *repository_routes.ROUTES,
         *rollout_routes.ROUTES,
+        *openai_routes.ROUTES,  # POST /v1/embeddings (OpenAI-compatible)
         web.get("/openapi.json", openapi),
         # Observability (read scope): the status page, its assets and JSON, Prometheus text.
         web.get("/", status.status_page),
