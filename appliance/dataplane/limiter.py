@@ -5,10 +5,10 @@ requests only queue behind each other; both need tuning per model and host. This
 the limit from latency alone, in the spirit of TCP Vegas and Envoy's adaptive-concurrency filter
 (gradient controller):
 
-- **no-load latency**: the median latency of a window in which few requests were in flight,
-  re-measured every ``probe_interval_s`` by holding the limit at its floor for one window (as
-  Envoy's minRTT window does), so a long overload cannot talk the estimate up;
-- **each window** (``window_s``, at least ``min_samples`` answers) compares its median latency with
+- **no-load latency**: the latency (90th percentile) of a window in which one request at a time was
+  in flight, re-measured every ``probe_interval_s`` by holding admission to one request for one
+  window (as Envoy's minRTT window does), so a long overload cannot talk the estimate up;
+- **each window** (``window_s``, at least ``min_samples`` answers) compares its 90th percentile with
   ``tolerance`` × the no-load latency: within it, and with the limit actually reached, the limit
   grows by one step (additive increase: throughput may still grow); beyond it, the limit shrinks
   in proportion (multiplicative decrease: only latency grows).
@@ -23,6 +23,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+#: Which latency of a window the controller compares: the 90th percentile, not the median, so the
+#: limit stops growing as soon as the tail (what a p99 objective sees) starts to stretch.
+QUANTILE = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +61,12 @@ class GradientLimit:
 
     @property
     def effective(self) -> int:
-        """What admission enforces now: the floor while a no-load probe window runs."""
-        return self.floor if self._probing else self.limit
+        """What admission enforces now: one request at a time while a no-load probe window runs."""
+        return 1 if self._probing else self.limit
 
     def observe(self, latency_s: float, in_flight: int) -> None:
         """One answered request: its latency and how many were in flight when it was admitted."""
-        if self._probing and in_flight > self.floor:
+        if self._probing and in_flight > 1:
             return  # admitted before the probe began: it did not see a quiet server
         self._samples.append(latency_s)
         if in_flight > self._peak_in_flight:
@@ -74,7 +78,7 @@ class GradientLimit:
     def _close_window(self, now: float) -> None:
         samples = self._samples
         samples.sort()
-        median = samples[len(samples) // 2]
+        median = samples[int(len(samples) * QUANTILE)]
         peak = self._peak_in_flight
         self._samples = []
         self._peak_in_flight = 0
@@ -82,13 +86,13 @@ class GradientLimit:
         if self._probing:
             self._end_probe(median, now)
             return
-        if peak <= self.floor:  # a quiet window measures the no-load latency as it is now
+        if peak <= 1:  # a quiet window measures the no-load latency as it is now
             self.noload_s = median
             self._next_probe = now + self.settings.probe_interval_s
         elif not self.noload_s or median < self.noload_s:
             self.noload_s = median
         self._adjust(median, peak)
-        if now >= self._next_probe and peak > self.floor:
+        if now >= self._next_probe and peak > 1:
             self._start_probe()
 
     def _adjust(self, median: float, peak: int) -> None:

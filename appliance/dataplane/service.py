@@ -1,11 +1,12 @@
 """The data plane: one service that every front end (REST, gRPC, batch jobs) calls.
 
-The whole request path reads top to bottom in :meth:`InferenceService.infer` and ``_serve``:
-draining? → route and resolve the version (once; a rollout may pick the candidate) → room in its
-admission? (429 before the body is read) → decode → validate → cache → admission slot →
-batcher/runtime → cache fill → mirror to the version a rollout compares with (shed first) → audit
-→ observers → metrics. A front end only authenticates, decodes and encodes; whatever goes wrong reaches
-metrics, the audit log and the refusal pacing through one door, :meth:`InferenceService.refuse`.
+The whole request path reads top to bottom in :meth:`InferenceService.infer`, ``_serve`` and
+``_admitted``: draining? → route and resolve the version (once; a rollout may pick the candidate)
+→ an admission slot (429 at once past the limit, before the body is read) → decode → validate →
+cache → processing, batcher, runtime → cache fill → mirror to the version a rollout compares with
+(shed first) → audit → observers → metrics. A front end only authenticates, decodes and encodes;
+whatever goes wrong reaches metrics, the audit log and the refusal pacing through one door,
+:meth:`InferenceService.refuse`.
 Nothing here imports a wire protocol.
 """
 
@@ -107,10 +108,23 @@ class InferenceService:
 
     async def _serve(self, ctx: RequestContext, lane: Lane, source: RequestSource,
                      mirror: Lane | None) -> InferResponse:
-        target = lane.target
-        ctx.model, ctx.version = target.name, lane.version_label
+        """Admission first: the slot is taken before the body is read and held until the answer,
+        so the limit bounds all the work a request costs the event loop, not only its inference."""
+        ctx.model, ctx.version = lane.target.name, lane.version_label
         admission = lane.admission
-        admission.check_room(ctx.body_bytes)  # a flood is refused before its body is read
+        queued = time.monotonic()
+        if not admission.try_enter():  # refused at once past the limit and the queue (adaptive: no queue)
+            await admission.wait_turn(ctx.body_bytes, ctx.priority, ctx.deadline)
+        started, in_flight = time.monotonic(), admission.in_flight
+        lane.metrics.queue_wait.observe(started - queued)
+        try:
+            return await self._admitted(ctx, lane, source, mirror)
+        finally:
+            admission.leave(started, in_flight)  # the slot spans the audit commit: its wait is latency too
+
+    async def _admitted(self, ctx: RequestContext, lane: Lane, source: RequestSource,
+                        mirror: Lane | None) -> InferResponse:
+        target = lane.target
         request = source if isinstance(source, InferRequest) else await source()
         inputs = lane.validate(request)
         wanted = lane.wanted_outputs(request)
@@ -126,19 +140,12 @@ class InferenceService:
                     await lane.count_tokens(inputs, ctx)
                 return await self._answer(lane, request, ctx, cached, wanted, mirror, inputs)
             lane.metrics.cache_miss.inc()
-        queued = time.monotonic()
-        if not admission.try_enter():
-            await admission.wait_turn(request.nbytes, ctx.priority, ctx.deadline)
-        started, in_flight = time.monotonic(), admission.in_flight
-        try:
-            lane.metrics.queue_wait.observe(started - queued)
-            outputs, ctx.batch_size = await lane.infer(inputs, ctx.deadline, ctx)  # + processing
-            lane.metrics.inference_seconds.observe(time.monotonic() - started)
-            if key is not None:
-                self.cache.put(key, outputs, owner=target)
-            return await self._answer(lane, request, ctx, outputs, wanted, mirror, inputs)
-        finally:
-            admission.leave(started, in_flight)  # the slot spans the audit commit: its wait is latency too
+        started = time.monotonic()
+        outputs, ctx.batch_size = await lane.infer(inputs, ctx.deadline, ctx)  # + processing
+        lane.metrics.inference_seconds.observe(time.monotonic() - started)
+        if key is not None:
+            self.cache.put(key, outputs, owner=target)
+        return await self._answer(lane, request, ctx, outputs, wanted, mirror, inputs)
 
     async def _answer(self, lane: Lane, request: InferRequest, ctx: RequestContext, outputs: dict[str, np.ndarray],
                       wanted: tuple[str, ...], mirror: Lane | None, inputs: dict[str, np.ndarray]) -> InferResponse:
