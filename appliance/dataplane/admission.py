@@ -52,6 +52,8 @@ class Admission:
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
         self._service_time = 0.005  # EWMA of seconds a slot is held, for Retry-After
+        self._background: list[asyncio.Future[None]] = []  # batch-job requests waiting for headroom
+        self.background_in_flight = 0
 
     @property
     def waiting(self) -> int:
@@ -149,6 +151,39 @@ class Admission:
             if not waiter.future.done():
                 self.in_flight += 1
                 waiter.future.set_result(None)
+        if self._background and not self._waiters:
+            self._wake_background()
+
+    # --- background work (batch jobs) ------------------------------------------------------
+    async def wait_headroom(self, share: float) -> None:
+        """Take a slot for background work (a batch job's request) only while live requests leave
+        room: nobody waits for a slot and fewer than ``share`` of the limit are in flight. It
+        waits otherwise (never refused, never queued ahead of a live request), so a job running
+        flat out cannot take the slots live traffic needs. Give it back with ``leave_background``.
+        """
+        while self._waiters or self.in_flight >= max(1, int(self.max_concurrency * share)):
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._background.append(future)
+            try:
+                await future
+            finally:
+                if future in self._background:
+                    self._background.remove(future)
+        self.in_flight += 1
+        self.background_in_flight += 1
+
+    def leave_background(self) -> None:
+        """Give back a background slot. Its latency (a large batch) is not what live requests see,
+        so the adaptive limit does not learn from it."""
+        self.background_in_flight -= 1
+        self._release()
+
+    def _wake_background(self) -> None:
+        """Wake the background waiters; each re-checks the headroom itself."""
+        waiting, self._background = self._background, []
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
 
 
 class RefusalPacer:

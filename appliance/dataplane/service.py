@@ -87,7 +87,8 @@ class InferenceService:
         lane = self._lane(target)
         ctx.model, ctx.version = target.name, lane.version_label
         admission = lane.admission
-        admission.check_room(ctx.body_bytes)  # a flood is refused before its body is read
+        if not ctx.background:
+            admission.check_room(ctx.body_bytes)  # a flood is refused before its body is read
         request = source if isinstance(source, InferRequest) else await source()
         inputs = lane.validate(request)
         wanted = lane.wanted_outputs(request)
@@ -102,7 +103,9 @@ class InferenceService:
                 return await self._answer(lane, request, ctx, cached, wanted)
             lane.metrics.cache_miss.inc()
         queued = time.monotonic()
-        if not admission.try_enter():
+        if ctx.background:  # batch jobs: --- background work, see Admission.wait_headroom ---
+            await admission.wait_headroom(self.settings.jobs.headroom)
+        elif not admission.try_enter():
             await admission.wait_turn(request.nbytes, ctx.priority, ctx.deadline)
         started, in_flight = time.monotonic(), admission.in_flight
         try:
@@ -113,15 +116,19 @@ class InferenceService:
                 self.cache.put(key, outputs)
             return await self._answer(lane, request, ctx, outputs, wanted)
         finally:
-            admission.leave(started, in_flight)  # the slot spans the audit commit: its wait is latency too
+            if ctx.background:
+                admission.leave_background()
+            else:
+                admission.leave(started, in_flight)  # the slot spans the audit commit: its wait is latency too
 
     async def _answer(self, lane: Lane, request: InferRequest, ctx: RequestContext,
                       outputs: dict[str, np.ndarray], wanted: tuple[str, ...]) -> InferResponse:
         selected = {name: outputs[name] for name in wanted}
-        if self.audit is not None or self.observers:
+        audit = self.audit if not ctx.background else None  # a job writes one record of its own
+        if audit is not None or self.observers:
             outcome = InferOutcome(ctx, lane.target, 200, request, selected)
-            if self.audit is not None:
-                await self.audit.record_inference(outcome)
+            if audit is not None:
+                await audit.record_inference(outcome)
             self._notify(outcome)
         lane.metrics.ok.inc()
         lane.metrics.request_seconds.observe(time.monotonic() - ctx.started)
