@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from appliance.audit import AuditLog, NullAuditLog
+from appliance.auth.principal import Principal
 from appliance.config import Settings
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.service import InferenceService
@@ -24,5 +25,8 @@ OBSERVABILITY = web.AppKey("observability", Observability)
 AUDIT: web.AppKey[AuditLog | NullAuditLog] = web.AppKey("audit")
 #: Per-request context (request id, principal, deadline...) stored on the request.
 CONTEXT = web.RequestKey("context", RequestContext)
-__all__ = ["AUDIT", "CONTEXT", "METRICS", "OBSERVABILITY", "PARTS", "REPOSITORY", "SERVICE", "SETTINGS", "STATE",
+#: Who the guard let in (absent on open routes): handlers that check a model named in the body need it.
+PRINCIPAL = web.RequestKey("principal", Principal)
+__all__ = ["AUDIT", "CONTEXT", "METRICS", "OBSERVABILITY", "PARTS", "PRINCIPAL", "REPOSITORY", "SERVICE",
+           "SETTINGS", "STATE",
            "RequestContext", "ServerState"]

@@ -27,6 +27,7 @@ from appliance.auth.guard import Guard
 from appliance.config import Settings
 from appliance.dataplane.cache import PredictionCache
 from appliance.dataplane.service import InferenceService
+from appliance.jobs.manager import JobManager
 from appliance.metrics import Metrics
 from appliance.observability import Observability
 from appliance.observability.collectors import ScrapeCollector
@@ -53,6 +54,7 @@ class Parts:
     service: InferenceService
     guard: Guard
     observability: Observability
+    jobs: JobManager
     _loading: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -72,6 +74,7 @@ class Parts:
     async def aclose(self) -> None:
         if self._loading is not None:
             await asyncio.gather(self._loading, return_exceptions=True)
+        await self.jobs.aclose()  # running jobs stop at a committed chunk (resumable) and are audited
         await self.observability.stop()
         await asyncio.to_thread(self.repository.close)
         self._audit_models("model_unload")
@@ -108,7 +111,7 @@ def build_parts(settings: Settings) -> Parts:
     metrics.registry.register(ScrapeCollector(service, repository, lambda: audit_log, lambda: state.ready))
     metrics.registry.register(observability.quality)
     return Parts(settings, state, metrics, repository, audit_log, auditor, service, Guard(settings),
-                 observability)
+                 observability, JobManager(settings, service, audit_log))
 
 
 def settings_digest(settings: Settings) -> str:

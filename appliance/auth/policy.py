@@ -30,6 +30,9 @@ ROUTE_SCOPES: dict[str, str] = {
     "/v2/models/{model}/versions/{version}/config": READ,
     "/v2/models/{model}/versions/{version}/infer": INFER,
     "/v2/repository/index": READ,
+    # Batch jobs: `infer`, and the handler checks the model named in the body against the principal.
+    "/v2/jobs": INFER,
+    "/v2/jobs/{job}": INFER,
     "/openapi.json": READ,
     "/metrics": READ,
     # The status page's shell (HTML/JS/CSS, no data) is open so a browser can load it and ask for

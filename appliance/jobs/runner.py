@@ -167,7 +167,7 @@ class JobRunner:
         committing: asyncio.Future[None] | None = None
         try:
             while True:
-                chunk = await asyncio.to_thread(chunks.get)
+                chunk = await asyncio.to_thread(self._next, chunks)
                 if chunk is _END:
                     break
                 if isinstance(chunk, BaseException):
@@ -227,6 +227,15 @@ class JobRunner:
             status.eta_s = max(0.0, (status.rows_total - status.rows_done) / status.rows_per_s)
         if self.on_progress is not None:
             self.on_progress(status)
+
+    def _next(self, chunks: queue.Queue[_Chunk | BaseException | None]) -> _Chunk | BaseException | None:
+        """The next prepared chunk; gives up once the job stops (no thread left blocked on get)."""
+        while not self._stop.is_set():
+            try:
+                return chunks.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return _END
 
     def _read(self, source: InputSource, bindings: list[Binding], plan: dict[str, InputPlan], skip: int,
               out: queue.Queue[_Chunk | BaseException | None]) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from appliance.appkeys import CONTEXT
+from appliance.appkeys import CONTEXT, PRINCIPAL
 from appliance.auth.guard import Guard
 from appliance.auth.policy import OPEN
 from appliance.auth.principal import Principal
@@ -46,6 +46,7 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
         _log_failure(request, ctx, 403, detail)
         raise Forbidden(detail)
     ctx.principal = principal.name
+    request[PRINCIPAL] = principal
     if guard.rate.enabled:
         wait = guard.rate.take(principal.name if principal.via != "anonymous" else f"anonymous@{ctx.client}")
         if wait:

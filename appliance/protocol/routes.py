@@ -14,6 +14,7 @@ from appliance.appkeys import CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.tensors import InferRequest
 from appliance.errors import InvalidInput, ModelNotFound, ModelNotReady, RequestTimeout
+from appliance.protocol import jobs_routes as jobs
 from appliance.protocol.codec import HEADER_LENGTH, EncodedBody, decode_request, encode_response
 from appliance.repository import ModelVersion
 from appliance.status import handlers as status
@@ -252,6 +253,11 @@ def add_routes(app: web.Application) -> None:
         web.get("/v2/models/{model}/versions/{version}/config", model_config),
         web.post("/v2/models/{model}/versions/{version}/infer", infer),
         web.post("/v2/repository/index", repository_index),
+        # Batch jobs (infer scope; the model named in the body is checked against the principal).
+        web.post("/v2/jobs", jobs.submit_job),
+        web.get("/v2/jobs", jobs.list_jobs),
+        web.get("/v2/jobs/{job}", jobs.get_job),
+        web.delete("/v2/jobs/{job}", jobs.cancel_job),
         web.get("/openapi.json", openapi),
         # Observability (read scope): the status page, its assets and JSON, Prometheus text.
         web.get("/", status.status_page),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -80,3 +83,20 @@ def read_rejects(folder: Path) -> dict[int, str]:
         return {}
     table = pq.read_table(rejects)
     return dict(zip(table.column("row_id").to_pylist(), table.column("reason").to_pylist(), strict=True))
+
+
+async def started_client(settings: Settings, ready_within_s: float = 180.0) -> Any:  # aiohttp TestClient
+    """A real in-process server on 127.0.0.1 and a client, once every model has loaded."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from appliance.app import create_app
+
+    client = TestClient(TestServer(create_app(settings), host="127.0.0.1"))
+    await client.start_server()
+    deadline = time.monotonic() + ready_within_s
+    while (await client.get("/v2/health/ready")).status != 200:
+        if time.monotonic() > deadline:
+            await client.close()
+            raise TimeoutError(f"server not ready after {ready_within_s}s")
+        await asyncio.sleep(0.05)
+    return client
