@@ -186,7 +186,7 @@ class JobsSettings:
                                  None)
     max_running: int = _doc("Jobs the server runs at once; further submissions wait their turn.", 1)
     chunk_rows: int = _doc("Rows per committed chunk (one Parquet part + a journal update): what a resumed "
-                           "job may have to redo, and what bounds a job's memory.", 16384)
+                           "job may have to redo, and what bounds a job's memory.", 8192)
     in_flight: int = _doc("Requests of `batch_size` rows a job keeps in the service at once.", 2)
     headroom: float = _doc("A job's request is admitted only while fewer than this share of the model version's "
                            "(adaptive) in-flight limit are in flight and no live request waits; otherwise it "

@@ -45,8 +45,11 @@ class InputSource:
             source = self._numpy_batches(rows)
         else:
             assert self._dataset is not None
-            source = self._dataset.to_batches(columns=columns, batch_size=rows, batch_readahead=2,
-                                              fragment_readahead=1)
+            # No read-ahead and no scan threads: the runner's reader thread already runs ahead of
+            # inference by two chunks, and pyarrow's own read-ahead buffered hundreds of MiB while
+            # inference was the slower stage.
+            source = self._dataset.to_batches(columns=columns, batch_size=rows, batch_readahead=0,
+                                              fragment_readahead=0, use_threads=False)
         for batch in source:
             if skip >= batch.num_rows:
                 skip -= batch.num_rows
@@ -76,11 +79,20 @@ def open_input(path: Path, npy_name: str = "input") -> InputSource:
             raise InputError(f"{path}: arrays of different lengths {sorted(lengths)}")
         schema = pa.schema([pa.field(name, _as_arrow(a[:1]).type) for name, a in arrays.items()])
         return InputSource(path, kind, schema, lengths.pop(), _npy_name=npy_name)
-    dataset = ds.dataset(str(path), format=kind)
+    dataset = ds.dataset(str(path), format=_dataset_format(kind))
     if not dataset.files:
         raise InputError(f"input {path} holds no {kind} files")
     total = dataset.count_rows() if kind == "parquet" else None
     return InputSource(path, kind, dataset.schema, total, dataset)
+
+
+def _dataset_format(kind: str) -> str | ds.FileFormat:
+    """Parquet without ``pre_buffer``: its read cache keeps every range read until the scan ends,
+    so memory grew with the file (+560 MiB peak RSS for a 205 MB input, measured); without it
+    the peak stays flat whatever the size, at no measurable cost in speed here."""
+    if kind != "parquet":
+        return kind
+    return ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetFragmentScanOptions(pre_buffer=False))
 
 
 def _format_of(path: Path) -> str:

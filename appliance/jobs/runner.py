@@ -22,6 +22,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,7 +58,7 @@ class JobSpec:
     output: Path
     input_columns: tuple[str, ...] = ()
     batch_size: int = 0  # 0: the model's max_batch_size
-    chunk_rows: int = 16384
+    chunk_rows: int = 8192
     resume: bool = False
     strict: bool = False
     allow_nan: bool = False
@@ -111,6 +112,10 @@ class JobRunner:
         self.target: ModelVersion | None = None
         self.folder: OutputFolder | None = None
         self._stop = threading.Event()
+        # Two threads of its own (waiting for chunks, committing them) rather than the loop's
+        # shared pool: each thread that touches chunk-sized buffers keeps allocator caches, and a
+        # job's memory should not grow with the threads it happened to land on.
+        self._threads = ThreadPoolExecutor(2, thread_name_prefix="job")
 
     async def run(self) -> JobStatus:
         """Run to the end; the status says how it ended (an exception is re-raised after)."""
@@ -127,6 +132,7 @@ class JobRunner:
             raise
         finally:
             self._stop.set()
+            self._threads.shutdown(wait=False)
         return status
 
     async def _run(self) -> None:
@@ -165,9 +171,10 @@ class JobRunner:
                         batch_size: int) -> None:
         started_rows, started = self.status.rows_done, time.monotonic()
         committing: asyncio.Future[None] | None = None
+        loop = asyncio.get_running_loop()
         try:
             while True:
-                chunk = await asyncio.to_thread(self._next, chunks)
+                chunk = await loop.run_in_executor(self._threads, self._next, chunks)
                 if chunk is _END:
                     break
                 if isinstance(chunk, BaseException):
@@ -178,7 +185,7 @@ class JobRunner:
                 outputs = await self._infer(chunk, batch_size)
                 if committing is not None:
                     await committing
-                committing = asyncio.ensure_future(asyncio.to_thread(self._commit, folder, chunk, outputs))
+                committing = loop.run_in_executor(self._threads, self._commit, folder, chunk, outputs)
                 committing.add_done_callback(lambda _f: self._progress(started_rows, started))
             if committing is not None:
                 await committing
