@@ -124,11 +124,12 @@ class InferenceService:
     async def _answer(self, lane: Lane, request: InferRequest, ctx: RequestContext,
                       outputs: dict[str, np.ndarray], wanted: tuple[str, ...]) -> InferResponse:
         selected = {name: outputs[name] for name in wanted}
-        audit = self.audit if not ctx.background else None  # a job writes one record of its own
-        if audit is not None or self.observers:
+        # Batch jobs: one audit record per job (its own), and kept out of the observers, whose
+        # drift and confidence signals describe live traffic (a nightly batch is another population).
+        if not ctx.background and (self.audit is not None or self.observers):
             outcome = InferOutcome(ctx, lane.target, 200, request, selected)
-            if audit is not None:
-                await audit.record_inference(outcome)
+            if self.audit is not None:
+                await self.audit.record_inference(outcome)
             self._notify(outcome)
         lane.metrics.ok.inc()
         lane.metrics.request_seconds.observe(time.monotonic() - ctx.started)

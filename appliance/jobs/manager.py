@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,8 @@ class JobManager:
         self.service = service
         self.audit_log = audit_log
         self._jobs: dict[str, _Job] = {}
-        self._running: asyncio.Semaphore | None = None
+        self._waiting: deque[_Job] = deque()  # submitted, not started: max_running are running
+        self._active = 0
 
     @property
     def enabled(self) -> bool:
@@ -53,7 +55,8 @@ class JobManager:
         spec = self.spec_from(body)
         status = JobStatus(uuid.uuid4().hex[:12], spec.model, principal)
         job = self._jobs[status.id] = _Job(status, JobRunner(self.service, spec, status))
-        job.task = asyncio.create_task(self._run(job), name=f"job-{status.id}")
+        self._waiting.append(job)
+        self._start_next()
         log.info("job submitted", extra={"fields": {"job": status.id, "model": spec.model, "principal": principal}})
         return status
 
@@ -89,17 +92,23 @@ class JobManager:
             raise InvalidInput(f"'{field}' {raw!r} does not exist in the jobs data folder")
         return path
 
+    def _start_next(self) -> None:
+        """Start waiting jobs, oldest first, while fewer than ``jobs.max_running`` run."""
+        while self._waiting and self._active < max(1, self.settings.jobs.max_running):
+            job = self._waiting.popleft()
+            self._active += 1
+            job.task = asyncio.create_task(self._run(job), name=f"job-{job.status.id}")
+
     async def _run(self, job: _Job) -> None:
-        if self._running is None:
-            self._running = asyncio.Semaphore(max(1, self.settings.jobs.max_running))
         try:
-            async with self._running:
-                await job.runner.run()
+            await job.runner.run()
         except asyncio.CancelledError:
             job.status.state = "cancelled"
         except Exception as exc:  # the status carries the reason; the server carries on
             log.warning("job failed", extra={"fields": {"job": job.status.id, "error": str(exc)}})
         finally:
+            self._active -= 1
+            self._start_next()
             if job.runner.target is not None:
                 self.audit_log.append_nowait(job.runner.audit_record())
             log.info("job ended", extra={"fields": {"job": job.status.id, "state": job.status.state,
@@ -119,6 +128,9 @@ class JobManager:
     async def cancel(self, job_id: str, principal: str, see_all: bool) -> JobStatus:
         status = self.get(job_id, principal, see_all)
         job = self._jobs[job_id]
+        if job in self._waiting:
+            self._waiting.remove(job)
+            status.state = "cancelled"
         if job.task is not None and not job.task.done():
             job.task.cancel()
             await asyncio.gather(job.task, return_exceptions=True)
@@ -126,6 +138,9 @@ class JobManager:
 
     async def aclose(self) -> None:
         """Cancel the running jobs (they stay resumable) and wait for their last commit."""
+        for job in self._waiting:
+            job.status.state = "cancelled"
+        self._waiting.clear()
         tasks = [j.task for j in self._jobs.values() if j.task is not None and not j.task.done()]
         for task in tasks:
             task.cancel()
