@@ -187,7 +187,7 @@ class JobRunner:
                 if chunk.rejects and self.spec.strict:
                     row, reason = chunk.rejects[0]
                     raise JobFailed(f"row {row}: {reason} (--strict)")
-                outputs = await self._infer(chunk, batch_size)
+                outputs = await self._infer(chunk, batch_size)  # (one dict per request, joined in _commit)
                 if committing is not None:
                     await committing
                 committing = loop.run_in_executor(self._threads, self._commit, folder, chunk, outputs)
@@ -199,31 +199,38 @@ class JobRunner:
             if committing is not None and not committing.done():
                 await asyncio.shield(committing)  # a commit under way finishes: the journal stays true
 
-    async def _infer(self, chunk: _Chunk, batch_size: int) -> dict[str, np.ndarray]:
-        """Every kept row of the chunk through the service, ``in_flight`` slices at a time."""
+    async def _infer(self, chunk: _Chunk, batch_size: int) -> list[dict[str, np.ndarray]]:
+        """Every kept row of the chunk through the service, ``in_flight`` requests at a time.
+
+        ``in_flight`` workers share the slices instead of one task per slice: creating a chunk's
+        128 tasks at once held the event loop for milliseconds, which live requests waited out.
+        """
+        starts = range(0, len(chunk.row_ids), batch_size)
+        parts: list[dict[str, np.ndarray]] = [{} for _ in starts]
+        pending = iter(enumerate(starts))
+
+        async def worker() -> None:
+            for index, start in pending:  # one iterator shared by the workers
+                parts[index] = await self._one(chunk, start, batch_size)
+
+        await asyncio.gather(*(worker() for _ in range(max(1, self.spec.in_flight))))
+        return parts
+
+    async def _one(self, chunk: _Chunk, start: int, batch_size: int) -> dict[str, np.ndarray]:
         assert self.target is not None
-        kept = len(chunk.row_ids)
-        if not kept:
-            return {}
-        gate = asyncio.Semaphore(max(1, self.spec.in_flight))
-        version = str(self.target.version)
+        inputs = [InferInput(name, from_numpy(array.dtype), (len(rows), *array.shape[1:]), rows)
+                  for name, array in chunk.tensors.items() for rows in (array[start:start + batch_size],)]
+        ctx = RequestContext(request_id=f"{self.status.id}:{chunk.row_ids[start]}", principal=self.status.principal,
+                             protocol="batch", operation=f"batch job {self.status.id}", use_cache=False,
+                             background=True)
+        response = await self.service.infer(ctx, self.spec.model, str(self.target.version), InferRequest(inputs))
+        return response.outputs
 
-        async def one(start: int) -> dict[str, np.ndarray]:
-            inputs = [InferInput(name, from_numpy(array.dtype), array.shape, array)
-                      for name, array in ((n, a[start:start + batch_size]) for n, a in chunk.tensors.items())]
-            ctx = RequestContext(request_id=f"{self.status.id}:{chunk.row_ids[start]}", principal=self.status.principal,
-                                 protocol="batch", operation=f"batch job {self.status.id}", use_cache=False,
-                                 background=True)
-            async with gate:
-                response = await self.service.infer(ctx, self.spec.model, version, InferRequest(inputs))
-            return response.outputs
-
-        parts = await asyncio.gather(*(one(start) for start in range(0, kept, batch_size)))
-        return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
-
-    def _commit(self, folder: OutputFolder, chunk: _Chunk, outputs: dict[str, np.ndarray]) -> None:
+    def _commit(self, folder: OutputFolder, chunk: _Chunk, parts: list[dict[str, np.ndarray]]) -> None:
+        """In the job's commit thread: join the chunk's outputs, build its tables, make it durable."""
         assert self.target is not None
         target = self.target
+        outputs = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
         table = output_table(chunk.row_ids, outputs, target.name, str(target.version),
                              target.config.labels, self.spec.top_k)
         folder.commit(table, rejects_table(chunk.rejects), chunk.rows, tensor_digest(chunk.tensors),
