@@ -191,6 +191,9 @@ class JobsSettings:
     headroom: float = _doc("A job's request is admitted only while fewer than this share of the model version's "
                            "(adaptive) in-flight limit are in flight and no live request waits; otherwise it "
                            "waits (never refused), so live traffic keeps the slots it needs.", 0.5)
+    live_pace: float = _doc("While live requests are being answered, a job pauses this many times as long as "
+                            "each of its requests took before sending the next (3: at most a quarter of its "
+                            "flat-out rate); alone, it runs flat out. 0: never pause.", 3.0)
 
 
 @dataclass(frozen=True)

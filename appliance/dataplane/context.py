@@ -30,6 +30,7 @@ class RequestContext:
     # taught to the adaptive limit, audited once per job instead of once per request, and not
     # shown to the outcome observers (prediction quality describes live traffic).
     background: bool = False
+    pause_s: float = 0.0  # background only: how long to wait before the next request (live traffic pacing)
     # Filled by the service for the front end and the request log.
     cache_hit: bool = False
     batch_size: int = 0

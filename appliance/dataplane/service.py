@@ -117,7 +117,7 @@ class InferenceService:
             return await self._answer(lane, request, ctx, outputs, wanted)
         finally:
             if ctx.background:
-                admission.leave_background()
+                ctx.pause_s = admission.leave_background(started, self.settings.jobs.live_pace)
             else:
                 admission.leave(started, in_flight)  # the slot spans the audit commit: its wait is latency too
 

@@ -224,6 +224,8 @@ class JobRunner:
                              protocol="batch", operation=f"batch job {self.status.id}", use_cache=False,
                              background=True)
         response = await self.service.infer(ctx, self.spec.model, str(self.target.version), InferRequest(inputs))
+        if ctx.pause_s:
+            await asyncio.sleep(ctx.pause_s)  # live traffic is being served: leave it the CPU
         return response.outputs
 
     def _commit(self, folder: OutputFolder, chunk: _Chunk, parts: list[dict[str, np.ndarray]]) -> None:

@@ -24,7 +24,7 @@ async def test_background_waits_for_headroom_and_is_never_refused() -> None:
     gate.leave(time.monotonic())
     await asyncio.wait_for(job, 1)
     assert gate.in_flight == 2 and gate.background_in_flight == 1
-    gate.leave_background()
+    gate.leave_background(time.monotonic())
     assert gate.in_flight == 1 and gate.background_in_flight == 0
 
 
@@ -36,7 +36,7 @@ async def test_live_requests_keep_the_slots_above_the_headroom() -> None:
     await asyncio.sleep(0.01)
     assert not blocked.done()
     assert gate.try_enter() and gate.try_enter()  # live requests still find their slots
-    gate.leave_background()
+    gate.leave_background(time.monotonic())
     await asyncio.sleep(0.01)
     assert not blocked.done()  # four in flight: still no headroom
     blocked.cancel()
@@ -53,7 +53,7 @@ async def test_a_waiting_live_request_goes_before_background_work() -> None:
     assert not job.done()  # the live request took the slot
     gate.leave(time.monotonic())
     await asyncio.wait_for(job, 1)
-    gate.leave_background()
+    gate.leave_background(time.monotonic())
 
 
 async def test_background_latency_does_not_move_the_adaptive_limit() -> None:
@@ -63,5 +63,17 @@ async def test_background_latency_does_not_move_the_adaptive_limit() -> None:
     for _ in range(20):
         await gate.wait_headroom(1.0)
         await asyncio.sleep(0.002)
-        gate.leave_background()
+        gate.leave_background(time.monotonic())
     assert limiter.limit == before and limiter.noload_s == 0.0
+
+
+async def test_background_work_pauses_only_while_live_requests_are_answered() -> None:
+    gate = admission(limit=4)
+    await gate.wait_headroom(0.5)
+    started = time.monotonic() - 0.01  # the job's request held its slot for 10 ms
+    assert gate.leave_background(started, pace=3.0) == 0.0  # no live traffic: flat out
+    assert gate.try_enter()
+    gate.leave(time.monotonic())  # a live request was just answered
+    await gate.wait_headroom(0.5)
+    pause = gate.leave_background(time.monotonic() - 0.01, pace=3.0)
+    assert 0.029 <= pause < 0.2  # three times as long as it held the slot
