@@ -77,7 +77,11 @@ async def run_job(settings: Settings, spec: Any, principal: str, interactive: bo
 
     parts = build_parts(settings)
     try:
-        await asyncio.to_thread(parts.repository.load_one, spec.model)
+        try:
+            await asyncio.to_thread(parts.repository.load_one, spec.model)
+        except ApplianceError as exc:
+            print(f"appliance: batch job failed: {exc}", file=sys.stderr)
+            return 1
         status = JobStatus(uuid.uuid4().hex[:12], spec.model, principal)
         reporter = ProgressReporter(f"{spec.model} batch", interactive)
         runner = JobRunner(parts.service, spec, status, reporter)

@@ -138,3 +138,11 @@ def test_nan_is_rejected_unless_allowed(repository: Path, tmp_path: Path) -> Non
     assert list(read_rejects(tmp_path / "out")) == [4]
     assert batch(repository, tmp_path, source, tmp_path / "out-nan", "--allow-nan") == 0
     assert read_output(tmp_path / "out-nan")[0].tolist() == list(range(20))
+
+
+def test_an_unknown_model_is_an_error_not_a_traceback(repository: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    source = write_input(digits_rows(repository, 4), tmp_path / "in", "npy")
+    assert main(["batch", "run", "--model", "nope", "--input", str(source), "--output", str(tmp_path / "out"),
+                 "--models", str(repository), "--state-dir", str(tmp_path / "state")]) == 1
+    assert "unknown model 'nope'" in capsys.readouterr().err
