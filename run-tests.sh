@@ -6,13 +6,14 @@
 #
 # As root on Debian/Ubuntu it also installs the system tools some tests drive (headless
 # Chromium for the status page, promtool for the alert rules, systemd-nspawn for the service
-# boot test); elsewhere those tests skip with a reason.
+# boot test, a Java runtime for Spark); elsewhere those tests skip with a reason.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 VENV=${APPLIANCE_TEST_VENV:-.venv}
 PYTHON=${PYTHON:-/usr/bin/python3}
-APT_PACKAGES=(python3-venv chromium prometheus systemd-container shellcheck)
+# default-jre-headless: the JVM PySpark's local[2] session runs on (tests/batch/test_spark.py).
+APT_PACKAGES=(python3-venv chromium prometheus systemd-container shellcheck default-jre-headless)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 

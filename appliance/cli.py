@@ -1,4 +1,4 @@
-"""``appliance`` command line: ``serve``, ``optimize``, ``audit``, ``keys``, ``models``, ``config``.
+"""``appliance`` command line: ``serve``, ``optimize``, ``audit``, ``keys``, ``models``, ``config``, ``batch``.
 
 Each subcommand lives in its own module exposing ``register(subparsers)``; that module must not
 import heavy libraries at import time (the runtimes, NNCF), so ``appliance --help`` stays fast.
@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "appliance.commands.config",
     "appliance.commands.models",
     "appliance.commands.rollout",
+    "appliance.commands.batch",
     "appliance.audit.cli",
     "appliance.auth.cli",
     "optimizer.cli",

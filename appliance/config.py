@@ -201,6 +201,24 @@ class ObservabilitySettings:
 
 
 @dataclass(frozen=True)
+class JobsSettings:
+    data_dir: Path | None = _doc("Folder batch jobs submitted over the API (`POST /v2/jobs`) read from and write "
+                                 "to; their paths are relative to it and may not leave it (symlinks included). "
+                                 "Unset: the jobs API is off (the CLI `appliance batch run` needs no setting).",
+                                 None)
+    max_running: int = _doc("Jobs the server runs at once; further submissions wait their turn.", 1)
+    chunk_rows: int = _doc("Rows per committed chunk (one Parquet part + a journal update): what a resumed "
+                           "job may have to redo, and what bounds a job's memory.", 8192)
+    in_flight: int = _doc("Requests of `batch_size` rows a job keeps in the service at once.", 2)
+    headroom: float = _doc("A job's request is admitted only while fewer than this share of the model version's "
+                           "(adaptive) in-flight limit are in flight and no live request waits; otherwise it "
+                           "waits (never refused), so live traffic keeps the slots it needs.", 0.5)
+    live_pace: float = _doc("While live requests are being answered, a job pauses this many times as long as "
+                            "each of its requests took before sending the next (3: at most a quarter of its "
+                            "flat-out rate); alone, it runs flat out. 0: never pause.", 3.0)
+
+
+@dataclass(frozen=True)
 class Settings:
     server: ServerSettings = field(default_factory=ServerSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
@@ -213,6 +231,7 @@ class Settings:
     audit: AuditSettings = field(default_factory=AuditSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    jobs: JobsSettings = field(default_factory=JobsSettings)
 
     def replace(self, group: str, **changes: Any) -> Settings:
         """A copy with some keys of one group changed (used by CLI flags and tests)."""

@@ -8,6 +8,7 @@
     ├── PayloadTooLarge         body over ``http.max_body_bytes``
     ├── RequestTimeout          the body did not arrive within ``http.read_timeout_s``
     ├── ModelNotFound           unknown model or version
+    ├── JobNotFound             unknown batch job (or the jobs API is off)
     ├── ModelNotReady           known, but not loaded (hash mismatch, load failure, draining)
     ├── Unauthenticated         no or bad credentials
     ├── Forbidden               authenticated, but the scope is missing
@@ -48,6 +49,10 @@ class RequestTimeout(ApplianceError):
 
 
 class ModelNotFound(ApplianceError):
+    pass
+
+
+class JobNotFound(ApplianceError):
     pass
 
 

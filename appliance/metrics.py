@@ -123,7 +123,7 @@ def _format_le(bound: float) -> str:
 
 #: The front ends, as ``RequestContext.protocol`` names them: the ``protocol`` label of
 #: ``appliance_requests_total``. A new front end adds its name here.
-PROTOCOLS = ("rest", "grpc")
+PROTOCOLS = ("rest", "grpc", "batch")
 
 
 class Metrics:

@@ -27,6 +27,7 @@ from appliance.auth.guard import Guard
 from appliance.config import Settings
 from appliance.dataplane.cache import PredictionCache
 from appliance.dataplane.service import InferenceService
+from appliance.jobs.manager import JobManager
 from appliance.lifecycle.control import ModelControl
 from appliance.lifecycle.rollout import Rollout, RolloutStore
 from appliance.lifecycle.rollout_control import RolloutControl, pins
@@ -60,6 +61,7 @@ class Parts:
     observability: Observability
     models: ModelControl
     rollouts: RolloutControl
+    jobs: JobManager
     _loading: asyncio.Task[None] | None = None
     _polling: asyncio.Task[None] | None = None
     _watching: asyncio.Task[None] | None = None
@@ -91,6 +93,7 @@ class Parts:
         # The initial load runs in a thread that cannot be cancelled: let it finish first.
         await asyncio.gather(*(t for t in (self._loading, self._polling, self._watching) if t is not None),
                              return_exceptions=True)
+        await self.jobs.aclose()  # running jobs stop at a committed chunk (resumable) and are audited
         await self.rollouts.aclose()
         await self.models.aclose()
         await self.observability.stop()
@@ -141,7 +144,7 @@ def build_parts(settings: Settings) -> Parts:
     metrics.registry.register(observability.quality)
     metrics.registry.register(RolloutCollector(router))
     return Parts(settings, state, metrics, repository, audit_log, auditor, service, Guard(settings),
-                 observability, models, rollouts)
+                 observability, models, rollouts, JobManager(settings, service, audit_log))
 
 
 def settings_digest(settings: Settings) -> str:

@@ -120,6 +120,13 @@ class Repository:
         for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
             self.load_model_dir(model_dir)
 
+    def load_one(self, name: str) -> ModelEntry:
+        """Load one model by name (a batch job needs only its own model, not the repository)."""
+        model_dir = self.root / name
+        if not name or name != model_dir.name or name.startswith(".") or not model_dir.is_dir():
+            raise ModelNotFound(f"unknown model '{name}'")
+        return self.load_model_dir(model_dir)
+
     def load_model_dir(self, model_dir: Path) -> ModelEntry:
         return self.reload(model_dir.name).entry
 

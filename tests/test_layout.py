@@ -11,7 +11,7 @@ PACKAGE = ROOT / "appliance"
 #: Protocol-free: every front end (REST, gRPC, batch jobs) builds on these.
 CORE = ("appliance.dataplane", "appliance.parts", "appliance.modelconfig", "appliance.repository",
         "appliance.runtimes", "appliance.audit", "appliance.auth", "appliance.observability", "appliance.system",
-        "appliance.config", "appliance.errors", "appliance.metrics")
+        "appliance.config", "appliance.errors", "appliance.metrics", "appliance.jobs", "appliance.spark")
 WIRE = ("appliance.protocol", "appliance.grpc", "appliance.appkeys", "appliance.app", "appliance.status",
         "aiohttp", "grpc")
 #: Command-line modules may import a front end to run it; they are not part of the request path.

@@ -34,6 +34,9 @@ ROUTE_SCOPES: dict[str, str] = {
     "/v2/repository/index": READ,
     "/v2/repository/models/{model}/load": ADMIN,
     "/v2/repository/models/{model}/unload": ADMIN,
+    # Batch jobs: `infer`, and the handler checks the model named in the body against the principal.
+    "/v2/jobs": INFER,
+    "/v2/jobs/{job}": INFER,
     "/openapi.json": READ,
     "/v1/embeddings": INFER,  # the model is named in the body: the route checks a per-model limit
     "/metrics": READ,

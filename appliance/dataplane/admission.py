@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from appliance.dataplane.limiter import GradientLimit
 from appliance.errors import DeadlineExceeded, Overloaded
 
+#: Live traffic counts as present for background pacing if it was answered this recently.
+LIVE_WINDOW_S = 0.05
+
 
 @dataclass(order=True, slots=True)
 class _Waiter:
@@ -52,6 +55,9 @@ class Admission:
         self._waiters: list[_Waiter] = []
         self._seq = itertools.count()
         self._service_time = 0.005  # EWMA of seconds a slot is held, for Retry-After
+        self._background: list[asyncio.Future[None]] = []  # batch-job requests waiting for headroom
+        self.background_in_flight = 0
+        self.live_seen = 0.0  # monotonic time a live request last gave its slot back
 
     @property
     def waiting(self) -> int:
@@ -94,7 +100,9 @@ class Admission:
     def leave(self, started: float, in_flight: int = 0) -> None:
         """Give the slot back. ``started``: when it was taken; ``in_flight``: how many were in flight
         then (the adaptive limit learns from both; Retry-After from the first)."""
-        held = time.monotonic() - started
+        now = time.monotonic()
+        held = now - started
+        self.live_seen = now  # background work paces itself while live requests are answered
         self._service_time += 0.1 * (held - self._service_time)
         if self.adaptive is not None:
             self.adaptive.observe(held, in_flight)
@@ -149,6 +157,45 @@ class Admission:
             if not waiter.future.done():
                 self.in_flight += 1
                 waiter.future.set_result(None)
+        if self._background and not self._waiters:
+            self._wake_background()
+
+    # --- background work (batch jobs) ------------------------------------------------------
+    async def wait_headroom(self, share: float) -> None:
+        """Take a slot for background work (a batch job's request) only while live requests leave
+        room: nobody waits for a slot and fewer than ``share`` of the limit are in flight. It
+        waits otherwise (never refused, never queued ahead of a live request), so a job running
+        flat out cannot take the slots live traffic needs. Give it back with ``leave_background``.
+        """
+        while self._waiters or self.in_flight >= max(1, int(self.max_concurrency * share)):
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._background.append(future)
+            try:
+                await future
+            finally:
+                if future in self._background:
+                    self._background.remove(future)
+        self.in_flight += 1
+        self.background_in_flight += 1
+
+    def leave_background(self, started: float, pace: float = 0.0) -> float:
+        """Give back a background slot; returns how long the caller should pause before its next
+        request. Its latency (a large batch) is not what live requests see, so the adaptive limit
+        does not learn from it. While live requests were answered in the last ``LIVE_WINDOW_S``,
+        the pause is ``pace`` × the time this request held its slot: the slots live traffic
+        leaves free are not the whole story, the CPU a job's batches and their reading and
+        writing take is what live requests then wait for."""
+        now = time.monotonic()
+        self.background_in_flight -= 1
+        self._release()
+        return pace * (now - started) if now - self.live_seen < LIVE_WINDOW_S else 0.0
+
+    def _wake_background(self) -> None:
+        """Wake the background waiters; each re-checks the headroom itself."""
+        waiting, self._background = self._background, []
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)
 
 
 class RefusalPacer:

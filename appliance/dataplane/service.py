@@ -113,14 +113,19 @@ class InferenceService:
         ctx.model, ctx.version = lane.target.name, lane.version_label
         admission = lane.admission
         queued = time.monotonic()
-        if not admission.try_enter():  # refused at once past the limit and the queue (adaptive: no queue)
+        if ctx.background:  # batch jobs: only into the headroom live requests leave (Admission.wait_headroom)
+            await admission.wait_headroom(self.settings.jobs.headroom)
+        elif not admission.try_enter():  # refused at once past the limit and the queue (adaptive: no queue)
             await admission.wait_turn(ctx.body_bytes, ctx.priority, ctx.deadline)
         started, in_flight = time.monotonic(), admission.in_flight
         lane.metrics.queue_wait.observe(started - queued)
         try:
             return await self._admitted(ctx, lane, source, mirror)
         finally:
-            admission.leave(started, in_flight)  # the slot spans the audit commit: its wait is latency too
+            if ctx.background:  # a job's latency is not what live requests see: the limit does not learn it
+                ctx.pause_s = admission.leave_background(started, self.settings.jobs.live_pace)
+            else:
+                admission.leave(started, in_flight)  # the slot spans the audit commit: its wait is latency too
 
     async def _admitted(self, ctx: RequestContext, lane: Lane, source: RequestSource,
                         mirror: Lane | None) -> InferResponse:
@@ -152,7 +157,9 @@ class InferenceService:
         if mirror is not None:
             self._mirror(lane, mirror, inputs, outputs, ctx)
         selected = lane.select(outputs, wanted, request)  # classification: top-K labels
-        if self.audit is not None or self.observers:
+        # Batch jobs: one audit record per job (its own), and kept out of the observers, whose
+        # drift and confidence signals describe live traffic (a nightly batch is another population).
+        if not ctx.background and (self.audit is not None or self.observers):
             outcome = InferOutcome(ctx, lane.target, 200, request, selected)
             if self.audit is not None:
                 await self.audit.record_inference(outcome)

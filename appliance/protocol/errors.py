@@ -17,6 +17,7 @@ STATUS: dict[type[e.ApplianceError], int] = {
     e.Unauthenticated: 401,
     e.Forbidden: 403,
     e.ModelNotFound: 404,
+    e.JobNotFound: 404,
     e.RequestTimeout: 408,
     e.PayloadTooLarge: 413,
     e.Overloaded: 429,

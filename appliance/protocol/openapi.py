@@ -21,6 +21,8 @@ _ASSET = {"name": "asset", "in": "path", "required": True,
           "schema": {"type": "string", "enum": ["status.js", "status.css"]}, "example": "status.js"}
 #: The codec's own table, so the schema's enum cannot drift from what it decodes.
 DATATYPES = list(TO_NUMPY)
+_JOB = {"name": "job", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1},
+        "example": "0123456789ab"}
 
 
 def _json(schema_ref: str) -> dict[str, Any]:
@@ -137,6 +139,26 @@ def _request_schemas() -> dict[str, Any]:
         "outputs": {"type": "array", "nullable": True, "items": output}}}}
 
 
+def _jobs() -> dict[str, Any]:
+    submission = {"type": "object", "required": ["model", "input", "output"], "properties": {
+        "model": {"type": "string", "example": "digits"}, "version": {"type": "string"},
+        "input": {"type": "string", "description": "path relative to jobs.data_dir", "example": "in.parquet"},
+        "output": {"type": "string", "description": "folder relative to jobs.data_dir", "example": "out"},
+        "input_columns": {"type": "array", "items": {"type": "string"}},
+        "batch_size": {"type": "integer", "minimum": 0}, "top_k": {"type": "integer", "minimum": 0},
+        "resume": {"type": "boolean"}, "strict": {"type": "boolean"}, "allow_nan": {"type": "boolean"}}}
+    return {
+        "post": {"summary": "Submit a batch job (runs below live traffic's priority)",
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": submission}}},
+                 "responses": {"201": {"description": "Accepted", **_json("Job")}, "400": _ERROR, "401": _ERROR,
+                               "403": _ERROR, "404": _ERROR}},
+        "get": {"summary": "Batch jobs (the caller's own; every job for the admin scope)",
+                "responses": {"200": {"description": "OK", "content": {"application/json": {"schema": {
+                    "type": "object", "properties": {"jobs": {"type": "array", "items": {
+                        "$ref": "#/components/schemas/Job"}}}}}}}, "404": _ERROR}},
+    }
+
+
 def _schemas() -> dict[str, Any]:
     tensor = {"type": "object", "required": ["name", "shape", "datatype"], "properties": {
         "name": {"type": "string"}, "datatype": {"type": "string", "enum": DATATYPES},
@@ -177,6 +199,12 @@ def _schemas() -> dict[str, Any]:
         "Lineage": {"type": "object", "required": ["model", "version", "manifest_sha256", "manifest"]},
         "OpenApi": {"type": "object"},
         "Status": {"type": "object"},
+        "Job": {"type": "object", "required": ["id", "state"], "properties": {
+            "id": {"type": "string"}, "model": {"type": "string"}, "version": {"type": "string"},
+            "state": {"type": "string", "enum": ["pending", "running", "done", "failed", "cancelled"]},
+            "rows_done": {"type": "integer"}, "rows_total": {"type": "integer", "nullable": True},
+            "rows_rejected": {"type": "integer"}, "rows_per_s": {"type": "number"},
+            "eta_s": {"type": "number", "nullable": True}, "error": {"type": "string"}}},
     }
 
 
@@ -231,6 +259,12 @@ def document() -> dict[str, Any]:
         "/v2/models/{model}/versions/{version}/infer": _infer(v),
         "/v2/repository/index": {"post": {"summary": "Every model version and its state",
                                           "responses": {"200": {"description": "OK", **_json("RepositoryIndex")}}}},
+        "/v2/jobs": _jobs(),
+        "/v2/jobs/{job}": {
+            **_get("One batch job: state, rows done, rows/s, ETA, error", "Job", [_JOB], {"404": _ERROR}),
+            "delete": {"summary": "Cancel a batch job (what it committed stays; resume it by submitting again)",
+                       "parameters": [_JOB], "responses": {"200": {"description": "OK", **_json("Job")},
+                                                           "404": _ERROR}}},
         "/openapi.json": _get("This document", "OpenApi", []),
         "/v2/status": _get("Live status for the built-in page: health, hardware, models, traffic", "Status", []),
         "/metrics": _text("Prometheus metrics (text exposition format)", "text/plain"),

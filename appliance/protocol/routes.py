@@ -15,6 +15,7 @@ from appliance.appkeys import AUDIT, CONTEXT, REPOSITORY, SERVICE, SETTINGS, STA
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.tensors import InferRequest
 from appliance.errors import InvalidInput, ModelNotReady
+from appliance.protocol import jobs_routes as jobs
 from appliance.protocol import openai_routes, repository_routes, rollout_routes
 from appliance.protocol.body import read_body
 from appliance.protocol.codec import HEADER_LENGTH, EncodedBody, decode_request, encode_response
@@ -163,6 +164,11 @@ def add_routes(app: web.Application) -> None:
         *repository_routes.ROUTES,
         *rollout_routes.ROUTES,
         *openai_routes.ROUTES,  # POST /v1/embeddings (OpenAI-compatible)
+        # Batch jobs (infer scope; the model named in the body is checked against the principal).
+        web.post("/v2/jobs", jobs.submit_job),
+        web.get("/v2/jobs", jobs.list_jobs),
+        web.get("/v2/jobs/{job}", jobs.get_job),
+        web.delete("/v2/jobs/{job}", jobs.cancel_job),
         web.get("/openapi.json", openapi),
         # Observability (read scope): the status page, its assets and JSON, Prometheus text.
         web.get("/", status.status_page),

@@ -47,6 +47,7 @@ def build(app: web.Application) -> dict[str, Any]:
         "series": obs.history.series(),
         "totals": _totals(latest),
         "quality": [q.snapshot() for q in obs.quality.versions()],
+        "jobs": [job.as_dict() for job in parts.jobs.list()[:20]],  # the newest batch jobs
     }
 
 

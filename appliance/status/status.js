@@ -338,6 +338,19 @@ function renderAudit(doc) {
   definitions("audit", pairs);
 }
 
+function renderJobs(doc) {
+  const jobs = doc.jobs || [];
+  if (!jobs.length) return;
+  const head = el("tr", {}, ...["Job", "Model", "State", "Rows", "Rejected", "Rows/s", "ETA"].map((h) => el("th", {}, h)));
+  const rows = jobs.map((j) => el("tr", { "data-job": j.id },
+    el("td", {}, j.id), el("td", {}, `${j.model}${j.version ? " v" + j.version : ""}`),
+    el("td", {}, el("span", { class: `state ${j.state}` }, j.state), j.error ? el("span", { class: "reason" }, j.error) : ""),
+    el("td", { class: "num" }, j.rows_total ? `${count(j.rows_done)} / ${count(j.rows_total)}` : count(j.rows_done)),
+    el("td", { class: "num" }, count(j.rows_rejected)), el("td", { class: "num" }, num(j.rows_per_s)),
+    el("td", { class: "num" }, j.eta_s === null || j.state !== "running" ? "–" : `${Math.round(j.eta_s)} s`)));
+  $("jobs").replaceChildren(el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows)));
+}
+
 function renderProcess(doc) {
   const p = doc.process;
   definitions("process", [["Resident memory", bytes(p.rss_bytes)], ["CPU", `${num(p.cpu_percent)}%`],
@@ -364,7 +377,7 @@ function render(doc) {
   lastDoc = doc;
   renderHeader(doc); renderTiles(doc); renderCharts(doc); renderModels(doc); renderAdmission(doc); renderRollouts(doc);
   renderQuality(doc);
-  renderAudit(doc); renderProcess(doc); renderHardware(doc);
+  renderAudit(doc); renderProcess(doc); renderHardware(doc); renderJobs(doc);
   document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1);
 }
 

@@ -1,0 +1,62 @@
+"""REST front end of batch jobs: ``POST /v2/jobs``, ``GET /v2/jobs[/{job}]``, ``DELETE /v2/jobs/{job}``.
+
+Thin like the inference routes: decode, check the principal may infer on the model the body names
+(the route table's ``infer`` scope cannot see a model in a body), call the job manager, encode.
+A principal sees and cancels its own jobs; one with the ``admin`` scope sees all of them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from appliance.appkeys import PARTS, PRINCIPAL
+from appliance.auth.principal import ADMIN, ANONYMOUS, INFER, Principal
+from appliance.errors import Forbidden, InvalidInput, JobNotFound
+from appliance.jobs.manager import JobManager
+
+
+def _json(doc: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")
+
+
+def _manager(request: web.Request) -> tuple[JobManager, Principal]:
+    manager = request.app[PARTS].jobs
+    if not manager.enabled:
+        raise JobNotFound("the jobs API is off: the operator has not set jobs.data_dir")
+    return manager, request.get(PRINCIPAL, ANONYMOUS)
+
+
+async def submit_job(request: web.Request) -> web.Response:
+    manager, principal = _manager(request)
+    try:
+        body = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidInput("a job is a JSON object")
+    model = body.get("model")
+    if isinstance(model, str) and not principal.may(INFER, model):
+        raise Forbidden(f"'{principal.name}' lacks the 'infer' scope for model '{model}'")
+    status = manager.submit(principal.name, body)
+    return _json(status.as_dict(), 201)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    manager, principal = _manager(request)
+    mine = None if principal.may(ADMIN) else principal.name
+    return _json({"jobs": [s.as_dict() for s in manager.list(mine)]})
+
+
+async def get_job(request: web.Request) -> web.Response:
+    manager, principal = _manager(request)
+    return _json(manager.get(request.match_info["job"], principal.name, principal.may(ADMIN)).as_dict())
+
+
+async def cancel_job(request: web.Request) -> web.Response:
+    manager, principal = _manager(request)
+    status = await manager.cancel(request.match_info["job"], principal.name, principal.may(ADMIN))
+    return _json(status.as_dict())
+
