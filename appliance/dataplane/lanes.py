@@ -136,13 +136,14 @@ def build_lane(target: ModelVersion, settings: Settings, metrics: Metrics) -> La
 
 
 def build_admission(target: ModelVersion, settings: Settings, slots: int) -> Admission:
-    """Adaptive by default (model.toml may say otherwise); the floor keeps every runtime slot fed."""
+    """Adaptive by default (model.toml may say otherwise). The floor is one request: runtime slots
+    beyond the cores only time-share them, so more concurrency must earn its place by latency."""
     limits, config = settings.limits, target.config
     cap = config.max_concurrency or limits.max_concurrency
     adaptive = limits.adaptive if config.adaptive is None else config.adaptive
     limiter = None
     if adaptive:
-        limiter = GradientLimit(LimitSettings(initial=min(cap, max(16, slots)), floor=min(cap, max(1, slots)),
+        limiter = GradientLimit(LimitSettings(initial=min(cap, max(16, slots)), floor=1,
                                               cap=cap, tolerance=max(1.0, limits.adaptive_tolerance)))
     queue = config.max_queue if config.max_queue is not None else (0 if adaptive else limits.max_queue)
     return Admission(f"model '{target.name}' version {target.version}", max_concurrency=cap, max_queue=queue,

@@ -38,8 +38,9 @@ class LimitSettings:
     cap: int = 64
     window_s: float = 0.1
     min_samples: int = 8
-    tolerance: float = 1.5
+    tolerance: float = 1.3
     probe_interval_s: float = 30.0
+    max_backoff_s: float = 10.0
 
 
 class GradientLimit:
@@ -58,6 +59,13 @@ class GradientLimit:
         self._probing = False
         self._next_probe = self._window_start  # measure the no-load latency right after the first window
         self._limit_before_probe = self.limit
+        # A level that was tried and had to be given up is tried again only after a back-off that
+        # doubles each time (up to ``max_backoff_s``): growth must keep probing for headroom, but an
+        # objective on the tail cannot afford to spend every other window above the knee.
+        self._ceiling: int | None = None
+        self._backoff_s = 0.0
+        self._retry_at = 0.0
+        self._grown = False
 
     @property
     def effective(self) -> int:
@@ -78,7 +86,7 @@ class GradientLimit:
     def _close_window(self, now: float) -> None:
         samples = self._samples
         samples.sort()
-        median = samples[int(len(samples) * QUANTILE)]
+        median = samples[int(len(samples) * QUANTILE)]  # the window's 90th percentile
         peak = self._peak_in_flight
         self._samples = []
         self._peak_in_flight = 0
@@ -91,16 +99,27 @@ class GradientLimit:
             self._next_probe = now + self.settings.probe_interval_s
         elif not self.noload_s or median < self.noload_s:
             self.noload_s = median
-        self._adjust(median, peak)
+        self._adjust(median, peak, now)
         if now >= self._next_probe and peak > 1:
             self._start_probe()
 
-    def _adjust(self, median: float, peak: int) -> None:
+    def _adjust(self, median: float, peak: int, now: float) -> None:
         target = self.noload_s * self.settings.tolerance
         if median <= target:
-            if peak >= self.limit:  # only a limit that was reached is evidence that more may help
-                self.limit = min(self.cap, self.limit + max(1, self.limit // 8))
+            if self._ceiling is not None and self.limit >= self._ceiling:
+                self._ceiling, self._backoff_s = None, 0.0  # the level that failed now holds
+            grown = self.limit + max(1, self.limit // 8)
+            blocked = self._ceiling is not None and grown >= self._ceiling and now < self._retry_at
+            # Only a limit that was reached is evidence that more may help.
+            self._grown = peak >= self.limit and not blocked and grown <= self.cap
+            if self._grown:
+                self.limit = grown
             return
+        if self._grown:  # the step just taken went past the knee: remember it, back off before retrying
+            self._ceiling = self.limit
+            self._backoff_s = min(self.settings.max_backoff_s, max(4 * self.settings.window_s, 2 * self._backoff_s))
+            self._retry_at = now + self._backoff_s
+        self._grown = False
         gradient = max(0.5, target / median)
         self.limit = max(self.floor, min(self.limit - 1, int(self.limit * gradient)))
 
