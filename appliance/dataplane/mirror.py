@@ -4,14 +4,14 @@ together in the background.
 Mirroring each request on its own would cost the event loop a runtime hand-off and a comparison
 per request — at half load on a small model, enough to raise the primary's median latency by
 a third. Gathered for ``window_s`` (or until ``max_rows``), mirrors cost one hand-off and one
-comparison per window. Nothing here is awaited by a request: a full buffer, or a mirror version
-with no free admission slot, sheds the mirror; a failure only counts against the candidate.
+comparison per window. Nothing here is awaited by a request, and mirrors take no admission slot (a slot held by a mirror
+would turn a live request to that version away with 429): a full buffer, or a window still running
+when the next one is due, sheds the mirror; a failure only counts against the candidate.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Callable
 
 import numpy as np
@@ -35,7 +35,7 @@ class Mirror:
         self._outputs: list[Tensors] = []
         self._rows = 0
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._running: asyncio.Task[None] | None = None  # at most one window runs at a time
 
     def offer(self, inputs: Tensors, outputs: Tensors, rows: int) -> bool:
         """Queue one request's inputs and the primary's outputs; False (shed) when the window is full
@@ -55,25 +55,16 @@ class Mirror:
     def _flush(self) -> None:
         self._timer = None
         inputs, outputs, self._inputs, self._outputs, self._rows = self._inputs, self._outputs, [], [], 0
-        if not inputs:
-            return
-        admission = self.lane.admission
-        if not admission.try_enter():
-            return  # the mirror version is busy: this window is shed
-        task = asyncio.create_task(self._run(_concat(inputs), _concat(outputs), len(inputs)))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        if not inputs or (self._running is not None and not self._running.done()):
+            return  # the previous window still runs: the server is busy, this one is shed
+        self._running = asyncio.create_task(self._run(_concat(inputs), _concat(outputs), len(inputs)))
 
     async def _run(self, inputs: Tensors, primary: Tensors, requests: int) -> None:
-        admission = self.lane.admission
-        started, in_flight = time.monotonic(), admission.in_flight
         try:
             other, _ = await self.lane.infer(inputs, None)  # processing included, as for the primary
         except ApplianceError:
             self._on_result(primary, None, requests)
             return
-        finally:
-            admission.leave(started, in_flight)
         self._on_result(primary, other, requests)
 
 

@@ -143,3 +143,20 @@ async def test_canary_with_a_wrong_candidate_is_rolled_back_and_promotion_is_exp
         assert set(await _versions(client, x, 20)) == {"3"}
     finally:
         await client.close()
+
+
+async def test_mirrors_never_take_a_live_requests_slot(repository: Path, tmp_path: Path) -> None:
+    """Default (adaptive) admission: a lone client must never meet a 429 because a mirrored window
+    held the only slot of the version it asked for."""
+    publish_copy(repository / "digits")
+    client = await client_for(repository, tmp_path)
+    try:
+        x, _ = eval_rows(repository, 8)
+        await _put(client, {"stable": 1, "candidate": 2, "mode": "canary", "share": 0.5,
+                            "thresholds": {"min_samples": 100000}})
+        served = await _versions(client, x, 300, concurrency=1)  # asserts every answer is a 200
+        assert set(served) == {"1", "2"}
+        stats = (await (await client.get("/v2/models/digits/rollout")).json())["stats"]
+        assert stats["mirrored"] > 0 and stats["agreement"] == 1.0
+    finally:
+        await client.close()
