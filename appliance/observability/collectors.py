@@ -24,17 +24,16 @@ AuditSource = Callable[[], Any]
 
 def audit_snapshot(audit: Any) -> dict[str, Any]:
     """Audit health as plain data; ``{"enabled": False}`` when the log is absent or a null log."""
-    target = getattr(audit, "target", audit)  # the app holds a slot filled at start-up
-    if target is None or not hasattr(target, "stats") or getattr(target, "paths", None) is None:
+    if audit is None or not hasattr(audit, "stats") or getattr(audit, "paths", None) is None:
         return {"enabled": False}
-    stats = target.stats()
+    stats = audit.stats()
     doc = dataclasses.asdict(stats) if dataclasses.is_dataclass(stats) and not isinstance(stats, type) \
         else dict(stats)
     doc.pop("last_commit_monotonic", None)
-    if hasattr(target, "health"):
-        health = target.health()
+    if hasattr(audit, "health"):
+        health = audit.health()
         doc.update(ready=health.ready, reason=health.reason)
-    upkeep = getattr(target, "upkeep", None)
+    upkeep = getattr(audit, "upkeep", None)
     if upkeep is not None:
         doc["capacity"] = dataclasses.asdict(upkeep.capacity)
     return {"enabled": True, **doc}

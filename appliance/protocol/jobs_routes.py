@@ -14,8 +14,9 @@ from aiohttp import web
 
 from appliance.appkeys import PARTS, PRINCIPAL
 from appliance.auth.principal import ADMIN, ANONYMOUS, INFER, Principal
-from appliance.errors import Forbidden, InvalidInput, JobNotFound
+from appliance.errors import Forbidden, JobNotFound
 from appliance.jobs.manager import JobManager
+from appliance.protocol.body import json_object
 
 
 def _json(doc: Any, status: int = 200) -> web.Response:
@@ -31,12 +32,7 @@ def _manager(request: web.Request) -> tuple[JobManager, Principal]:
 
 async def submit_job(request: web.Request) -> web.Response:
     manager, principal = _manager(request)
-    try:
-        body = orjson.loads(await request.read())
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("a job is a JSON object")
+    body = json_object(await request.read(), "a job")
     model = body.get("model")
     if isinstance(model, str) and not principal.may(INFER, model):
         raise Forbidden(f"'{principal.name}' lacks the 'infer' scope for model '{model}'")

@@ -27,7 +27,7 @@ from appliance.appkeys import CONTEXT, PRINCIPAL, REPOSITORY, SERVICE, SETTINGS
 from appliance.auth.principal import INFER
 from appliance.dataplane.tensors import InferInput, InferRequest
 from appliance.errors import Forbidden, InvalidInput
-from appliance.protocol.body import read_body
+from appliance.protocol.body import json_object, read_body
 
 PREFIX = "/v1/"
 TEXT_INPUT = "text"  # the public input of a text model (dataplane.processing.text)
@@ -37,12 +37,7 @@ _NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 def parse(body: bytes) -> tuple[str, list[str], str, int | None]:
     """model, texts, encoding format and ``dimensions`` (if asked) from an embeddings request."""
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidInput(f"malformed JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise InvalidInput("the request must be a JSON object")
+    doc = json_object(body, "the request")
     model, raw, encoding = doc.get("model"), doc.get("input"), doc.get("encoding_format", "float")
     if not isinstance(model, str) or not model:
         raise InvalidInput("'model' must be a non-empty string")

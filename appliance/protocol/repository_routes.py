@@ -14,20 +14,13 @@ from aiohttp import web
 
 from appliance.appkeys import CONTEXT, PARTS
 from appliance.errors import InvalidInput, ModelNotReady
+from appliance.protocol.body import json_object
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
     """The optional JSON object these calls carry (``{}`` when the body is empty)."""
     body = await request.read()
-    if not body.strip():
-        return {}
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise InvalidInput("the request body must be a JSON object") from None
-    if not isinstance(doc, dict):
-        raise InvalidInput("the request body must be a JSON object")
-    return doc
+    return json_object(body) if body.strip() else {}
 
 
 async def _parameters(request: web.Request) -> dict[str, Any]:

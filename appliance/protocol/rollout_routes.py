@@ -7,8 +7,9 @@ import orjson
 from aiohttp import web
 
 from appliance.appkeys import CONTEXT, PARTS
-from appliance.errors import InvalidInput, ModelNotFound
+from appliance.errors import ModelNotFound
 from appliance.lifecycle.lineage import lineage
+from appliance.protocol.body import json_object
 
 
 def _json(doc: object) -> web.Response:
@@ -20,10 +21,7 @@ async def show_rollout(request: web.Request) -> web.Response:
 
 
 async def put_rollout(request: web.Request) -> web.Response:
-    try:
-        doc = orjson.loads(await request.read())
-    except orjson.JSONDecodeError:
-        raise InvalidInput("the request body must be a JSON object") from None
+    doc = json_object(await request.read(), "a rollout")
     ctx = request[CONTEXT]
     ctx.model = request.match_info["model"]
     return _json(await request.app[PARTS].rollouts.put(ctx.model, doc, ctx.principal))
