@@ -42,7 +42,7 @@ class _Pending:
     deadline: float | None
 
 
-def _signature(inputs: Tensors, pad_axes: PadAxes | None = None) -> tuple[object, ...]:
+def signature(inputs: Tensors, pad_axes: PadAxes | None = None) -> tuple[object, ...]:
     """Requests can share a batch only if every input agrees beyond the batch dimension (a pad
     axis excepted)."""
     if not pad_axes:
@@ -102,7 +102,7 @@ class Batcher:
         """
         rows = next(iter(inputs.values())).shape[0] if self._batched and inputs else 1
         future: asyncio.Future[tuple[Tensors, int]] = self._loop.create_future()
-        self._pending.append(_Pending(inputs, rows, _signature(inputs, self._pad_axes), future, deadline))
+        self._pending.append(_Pending(inputs, rows, signature(inputs, self._pad_axes), future, deadline))
         self._dispatch()
         return await future
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from appliance.dataplane.batching import signature
 from appliance.dataplane.lanes import Lane
 from appliance.errors import ApplianceError
 
@@ -41,7 +42,7 @@ class Mirror:
         """Queue one request's inputs and the primary's outputs; False (shed) when the window is full
         or the model runs one request at a time (no batch dimension to gather along)."""
         batched = self.lane.target.config.max_batch_size > 0
-        if self._inputs and (not batched or _signature(inputs) != _signature(self._inputs[0])):
+        if self._inputs and (not batched or signature(inputs) != signature(self._inputs[0])):
             return False
         if self._rows + rows > self._max_rows:
             return False
@@ -66,10 +67,6 @@ class Mirror:
             self._on_result(primary, None, requests)
             return
         self._on_result(primary, other, requests)
-
-
-def _signature(inputs: Tensors) -> tuple[object, ...]:
-    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
 
 
 def _concat(parts: list[Tensors]) -> Tensors:
