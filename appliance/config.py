@@ -47,6 +47,11 @@ class ServerSettings:
                                          "often and load them as `POST /v2/repository/models/{m}/load` would "
                                          "(0 = off: only explicit load calls change what serves).", 0.0)
     insecure: bool = _doc("Allow serving without authentication on a non-loopback address.", False)
+    workers: str = _doc("Worker processes serving the same ports (`SO_REUSEPORT`), each with its own event loop, "
+                        "batcher and copy of the models, beside one audit writer process, under one supervising "
+                        "main process. `auto`: one per usable core, fewer when the models would not fit in the "
+                        "available memory that many times. `1`: a single process (no supervisor, the audit "
+                        "writer a thread).", "auto")
 
 
 @dataclass(frozen=True)
@@ -302,6 +307,8 @@ def _validate(name: str, group: Any) -> None:
         value = getattr(group, f.name)
         if isinstance(value, int | float) and not isinstance(value, bool) and value < 0:
             raise ConfigError(f"{name}.{f.name}: must not be negative")
+    if name == "server" and group.workers != "auto" and not (group.workers.isdigit() and int(group.workers) >= 1):
+        raise ConfigError(f"server.workers: {group.workers!r} is neither 'auto' nor a positive number")
     if name in ("server", "grpc") and not 0 <= group.port <= 65535:
         raise ConfigError(f"{name}.port: must be between 0 and 65535")
 
