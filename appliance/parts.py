@@ -36,6 +36,8 @@ from appliance.metrics import Metrics
 from appliance.observability import Observability
 from appliance.observability.collectors import ScrapeCollector
 from appliance.observability.rollouts import RolloutCollector
+from appliance.processes.peers import Peers
+from appliance.processes.supervisor import WorkerIdentity
 from appliance.repository import Repository
 
 log = logging.getLogger("appliance")
@@ -62,6 +64,9 @@ class Parts:
     models: ModelControl
     rollouts: RolloutControl
     jobs: JobManager
+    #: In a multi-worker server: which worker this is, and how it reaches the others.
+    worker: WorkerIdentity | None = None
+    peers: Peers | None = None
     _loading: asyncio.Task[None] | None = None
     _polling: asyncio.Task[None] | None = None
     _watching: asyncio.Task[None] | None = None
@@ -72,14 +77,25 @@ class Parts:
         self.audit_log.append_nowait(AuditRecord(
             "server_start", status=200,
             detail=f"model-appliance {__version__}; config sha256 {settings_digest(self.settings)}"))
-        self._upkeep = await upkeep.start(self.settings, self.audit_log)  # retention and capacity, in a thread
+        if self.worker is None:  # with workers, the audit writer process runs retention and capacity checks
+            self._upkeep = await upkeep.start(self.settings, self.audit_log)  # in a thread
         self.observability.start(self.metrics, self.service)
         self._loading = asyncio.create_task(self._load())
+
+    async def loaded(self) -> None:
+        """Wait until the first load of the repository is done (``start`` began it)."""
+        if self._loading is not None:
+            await asyncio.shield(self._loading)
 
     async def _load(self) -> None:
         await asyncio.to_thread(self.repository.load_all)
         self._audit_models("model_load")
+        if self.peers is not None:  # a restarted worker: what an operator unloaded stays unloaded
+            for name in sorted(self.peers.unloaded.names()):
+                await self.models.unload(name, "server", broadcast=False)
         self.state.ready = True
+        if self.worker is not None:
+            self.worker.ready_path().touch()
         log.info("ready", extra={"fields": {"models": [e.name for e in self.repository.models()]}})
         interval = self.settings.server.models_poll_interval_s
         if interval > 0:
@@ -97,6 +113,8 @@ class Parts:
         await self.rollouts.aclose()
         await self.models.aclose()
         await self.observability.stop()
+        if self.peers is not None:
+            await self.peers.aclose()
         await asyncio.to_thread(self.repository.close)
         self._audit_models("model_unload")
         await upkeep.stop(self._upkeep)
@@ -114,10 +132,11 @@ class Parts:
                     latency_ms=version.load_seconds * 1000 if action == "model_load" else 0.0))
 
 
-def build_parts(settings: Settings) -> Parts:
-    """Assemble every protocol-free part; opens the audit log (may raise ``AuditError``)."""
+def build_parts(settings: Settings, worker: WorkerIdentity | None = None) -> Parts:
+    """Assemble every protocol-free part; opens the audit log (may raise ``AuditError``).
+    ``worker``: this process is one worker of several (its audit log is the writer process's)."""
     settings.server.state_dir.mkdir(parents=True, exist_ok=True)
-    audit_log = open_audit_log(settings)
+    audit_log = open_audit_log(settings, writer_socket=worker.audit_socket if worker is not None else None)
     metrics = Metrics()
     state = ServerState()
     store = RolloutStore(settings.server.state_dir / "rollouts.json")
@@ -143,8 +162,12 @@ def build_parts(settings: Settings) -> Parts:
     metrics.registry.register(ScrapeCollector(service, repository, lambda: audit_log, lambda: state.ready))
     metrics.registry.register(observability.quality)
     metrics.registry.register(RolloutCollector(router))
-    return Parts(settings, state, metrics, repository, audit_log, auditor, service, Guard(settings),
-                 observability, models, rollouts, JobManager(settings, service, audit_log))
+    peers = Peers(worker) if worker is not None else None
+    if peers is not None:
+        models.peers = peers.models_changed
+    return Parts(settings, state, metrics, repository, audit_log, auditor, service,
+                 Guard(settings, share=worker.count if worker is not None else 1),
+                 observability, models, rollouts, JobManager(settings, service, audit_log), worker, peers)
 
 
 def settings_digest(settings: Settings) -> str:

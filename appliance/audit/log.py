@@ -235,6 +235,7 @@ class NullAuditLog:
         return AuditHealth(ok=True, ready=True)
 
 
-def open_audit_log(settings: Settings, env: Mapping[str, str] | None = None) -> AuditLog | NullAuditLog:
+def open_audit_log(settings: Settings, env: Mapping[str, str] | None = None, *,
+                   writer_socket: Path | None = None) -> AuditLog | NullAuditLog:
     """The log the server should use: a NullAuditLog only when audit is explicitly disabled."""
     return AuditLog.open(settings, env) if settings.audit.enabled else NullAuditLog()

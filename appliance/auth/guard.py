@@ -24,14 +24,18 @@ from appliance.errors import Unauthenticated
 
 
 class Guard:
-    def __init__(self, settings: Settings, *, reload_interval: float = 1.0) -> None:
+    def __init__(self, settings: Settings, *, reload_interval: float = 1.0, share: int = 1) -> None:
+        """``share``: the server's worker processes. Each holds 1/share of the rate and failure
+        budgets, so the server as a whole never allows more than configured (a client on one
+        keep-alive connection, which reaches one worker, may get less: the safe side)."""
         auth = settings.auth
+        limits = settings.limits
         self.policy = RoutePolicy()
         self.api_keys = ApiKeyVerifier(store_path(settings), reload_interval)
         self.jwt = JwtVerifier(auth, auth.jwks_file, reload_interval) if auth.jwks_file else None
         self.mtls = MtlsMapper(auth) if settings.tls.client_ca_file else None
-        self.rate = RateLimiter(settings.limits.rate_limit_rps, settings.limits.rate_limit_burst)
-        self.throttle = FailureThrottle(auth.failure_limit_per_minute)
+        self.rate = RateLimiter(limits.rate_limit_rps / share, -(-limits.rate_limit_burst // share))
+        self.throttle = FailureThrottle(-(-auth.failure_limit_per_minute // share))
         self._always = auth.enabled or self.jwt is not None or self.mtls is not None
 
     @property

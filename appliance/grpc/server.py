@@ -65,15 +65,16 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start_grpc(parts: Parts, settings: Settings) -> grpc.aio.Server | None:
-    """Bind and start the gRPC server (None when ``grpc.port`` is 0). A busy port stops start-up."""
+async def start_grpc(parts: Parts, settings: Settings, *, reuse_port: bool = False) -> grpc.aio.Server | None:
+    """Bind and start the gRPC server (None when ``grpc.port`` is 0). A busy port stops start-up.
+    ``reuse_port``: one of several worker processes sharing the port (its supervisor holds it)."""
     if settings.grpc.port == 0:
         return None
     limit = settings.grpc.max_message_bytes
     server = grpc.aio.server(options=[
         ("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-        # Fail on a port in use instead of silently sharing it with another server.
-        ("grpc.so_reuseport", 0)])
+        # Alone: fail on a port in use instead of silently sharing it with another server.
+        ("grpc.so_reuseport", 1 if reuse_port else 0)])
     handlers = method_handlers(Servicer(parts))
     if hasattr(server, "add_registered_method_handlers"):  # grpcio >= 1.62: no per-call method lookup
         server.add_registered_method_handlers(SERVICE, handlers)

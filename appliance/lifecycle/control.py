@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from appliance.audit import AuditLog, AuditRecord, NullAuditLog
@@ -20,6 +21,8 @@ from appliance.dataplane.service import InferenceService
 from appliance.repository import ModelVersion, Repository
 
 log = logging.getLogger("appliance.lifecycle")
+#: Passes a load or unload on to the server's other worker processes: (action, model, principal).
+PeerNotifier = Callable[[str, str, str], Awaitable[None]]
 
 
 class ModelControl:
@@ -31,6 +34,7 @@ class ModelControl:
         self._audit = audit_log
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._retiring: set[asyncio.Task[None]] = set()
+        self.peers: PeerNotifier | None = None  # set in a multi-worker server
 
     def index(self, ready_only: bool = False) -> list[dict[str, Any]]:
         """Every model version the server knows and its state (Triton's RepositoryIndex)."""
@@ -44,8 +48,9 @@ class ModelControl:
                                  "reason": version.reason})
         return rows
 
-    async def load(self, name: str, principal: str) -> list[ModelVersion]:
-        """(Re)load ``name``; returns the versions loaded now. Raises ModelNotFound/ModelNotReady."""
+    async def load(self, name: str, principal: str, *, broadcast: bool = True) -> list[ModelVersion]:
+        """(Re)load ``name``; returns the versions loaded now. Raises ModelNotFound/ModelNotReady.
+        ``broadcast``: also on the other workers (the call returns once they have applied it)."""
         async with self._locks[name]:
             result = await asyncio.to_thread(self._repository.reload, name)
             self._retire(result.retired)
@@ -54,14 +59,18 @@ class ModelControl:
         if not result.loaded:
             self._audit.append_nowait(AuditRecord("model_load", principal=principal, model=name, status=200,
                                                   detail="unchanged: every selected version already serves"))
+        if broadcast and self.peers is not None:
+            await self.peers("load", name, principal)
         return result.loaded
 
-    async def unload(self, name: str, principal: str) -> None:
+    async def unload(self, name: str, principal: str, *, broadcast: bool = True) -> None:
         async with self._locks[name]:
             retired = self._repository.unload(name)
             self._retire(retired)
         for version in retired:
             self._record("model_unload", principal, version)
+        if broadcast and self.peers is not None:
+            await self.peers("unload", name, principal)
 
     async def poll_forever(self, interval_s: float) -> None:
         """Load what changed in the repository (``server.models_poll_interval_s``). Versions are
@@ -73,7 +82,7 @@ class ModelControl:
                 now = await asyncio.to_thread(self._repository.fingerprints)
                 for name in sorted(now):
                     if now[name] != seen.get(name):
-                        await self.load(name, "repository-poll")
+                        await self.load(name, "repository-poll", broadcast=False)  # every worker polls
                 seen = now
             except Exception:  # a bad folder must not stop the poller; the load already logged why
                 log.exception("repository poll failed")

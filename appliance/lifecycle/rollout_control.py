@@ -108,7 +108,7 @@ class RolloutControl:
             for model in sorted(set(now) | set(seen)):
                 if now.get(model) is not seen.get(model):
                     try:
-                        await self._models.load(model, "rollout-file")
+                        await self._models.load(model, "rollout-file", broadcast=False)  # every worker watches
                     except ModelNotFound:
                         log.warning("rollout for unknown model", extra={"fields": {"model": model}})
             seen = now

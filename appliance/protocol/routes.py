@@ -11,7 +11,7 @@ import orjson
 from aiohttp import web
 
 from appliance import __version__, modelinfo
-from appliance.appkeys import AUDIT, CONTEXT, REPOSITORY, SERVICE, SETTINGS, STATE
+from appliance.appkeys import AUDIT, CONTEXT, PARTS, REPOSITORY, SERVICE, SETTINGS, STATE
 from appliance.dataplane.context import RequestContext
 from appliance.dataplane.tensors import InferRequest
 from appliance.errors import InvalidInput, ModelNotReady
@@ -43,6 +43,9 @@ async def ready(request: web.Request) -> web.Response:
     audit = request.app[AUDIT].health()  # strict audit that cannot commit: every answer would be 503
     if is_ready and not audit.ready:
         return json_response({"ready": False, "reason": audit.reason}, 503)
+    worker = request.app[PARTS].worker
+    if is_ready and worker is not None and not worker.all_ready():  # ready only when every worker is
+        return json_response({"ready": False, "reason": "not every worker process is ready"}, 503)
     return json_response({"ready": is_ready}, 200 if is_ready else 503)
 
 

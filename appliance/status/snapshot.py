@@ -3,6 +3,7 @@ hardware, models, traffic history, audit health and prediction quality."""
 
 from __future__ import annotations
 
+import os
 import time
 from functools import cache
 from typing import Any
@@ -30,6 +31,7 @@ def build(app: web.Application) -> dict[str, Any]:
     cache = service.cache
     memory = psutil.virtual_memory()
     return {
+        "pid": os.getpid(),
         "server": {"name": "model-appliance", "version": __version__, "health": health,
                    "uptime_s": round(time.monotonic() - state.started, 1), "started_at": state.started_wall,
                    "now": time.time(), "interval_s": obs.history.interval_s,

@@ -43,9 +43,10 @@ _DROP_NEW_SYN = (
 )
 
 
-def open_listeners(host: str | None, port: int, backlog: int) -> list[socket.socket]:
+def open_listeners(host: str | None, port: int, backlog: int, *, reuse_port: bool = False) -> list[socket.socket]:
     """Bound, listening TCP sockets for every address ``host`` resolves to (as asyncio would):
-    the server owns them, so it can filter and measure them while it drains."""
+    the server owns them, so it can filter and measure them while it drains. ``reuse_port``: join
+    the port's ``SO_REUSEPORT`` group (one socket, and accept queue, per worker process)."""
     listeners: list[socket.socket] = []
     seen: set[tuple[int, object]] = set()
     try:
@@ -53,7 +54,8 @@ def open_listeners(host: str | None, port: int, backlog: int) -> list[socket.soc
                                                             flags=socket.AI_PASSIVE):
             if (family, address) not in seen:
                 seen.add((family, address))
-                listeners.append(socket.create_server(address, family=family, backlog=backlog))
+                listeners.append(socket.create_server(address, family=family, backlog=backlog,
+                                                      reuse_port=reuse_port))
     except OSError:
         for sock in listeners:
             sock.close()
