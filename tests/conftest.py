@@ -134,8 +134,9 @@ def start_server(models: Path, state: Path, config: Path | None = None, extra_en
                "--port", str(port), "--host", "127.0.0.1", "--grpc-port", str(grpc_port), *(args or [])]
     if config is not None:
         command += ["--config", str(config)]
+    # One process unless a test asks for workers: most tests look at one server's state and log.
     env = {**os.environ, "APPLIANCE_AUDIT_ENABLED": os.environ.get("APPLIANCE_AUDIT_ENABLED", "false"),
-           **(extra_env or {})}
+           "APPLIANCE_SERVER_WORKERS": "1", **(extra_env or {})}
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=state)
     server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path, grpc_port)
