@@ -14,6 +14,7 @@ set -euo pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 UNIT_NAME=model-appliance.service
+SYSCTL_FILE=/etc/sysctl.d/60-model-appliance.conf
 SERVICE_USER=model-appliance
 PYTHON="${APPLIANCE_PYTHON:-/usr/bin/python3}"
 
@@ -381,6 +382,13 @@ install_unit() {
     fi
     chown root:"$SERVICE_USER" "$CONFIG"
     if [ -d "$CONF_DIR/tls" ]; then chmod 0755 "$CONF_DIR/tls"; fi
+    # Worker processes share the ports with SO_REUSEPORT: when one dies, let the kernel hand the
+    # connections already queued on its socket to the others instead of resetting them (Linux 5.14+).
+    if [ -e /proc/sys/net/ipv4/tcp_migrate_req ]; then
+        printf '# %s: a dying worker'"'"'s queued connections go to the other workers\nnet.ipv4.tcp_migrate_req = 1\n' \
+            "model-appliance's install.sh" >"$SYSCTL_FILE"
+        sysctl -q -p "$SYSCTL_FILE" || true
+    fi
     systemctl daemon-reload
     systemctl enable --quiet "$UNIT_NAME"
 }
@@ -428,7 +436,7 @@ uninstall() {
     if [ "$MODE" = service ]; then
         say "removing $UNIT_NAME and $PREFIX"
         systemctl disable --now --quiet "$UNIT_NAME" 2>/dev/null || true
-        rm -rf "/etc/systemd/system/$UNIT_NAME" "/etc/systemd/system/$UNIT_NAME.d"
+        rm -rf "/etc/systemd/system/$UNIT_NAME" "/etc/systemd/system/$UNIT_NAME.d" "$SYSCTL_FILE"
         systemctl daemon-reload
         rm -rf "$PREFIX"
         if grep -qs "model-appliance's install.sh" /usr/local/bin/appliance; then rm -f /usr/local/bin/appliance; fi

@@ -305,8 +305,10 @@ def _run_perf_once(binary: str, port: int, model: str, input_data: Path, concurr
         report = Path(tmp) / "report.csv"
         formats = ["-i", protocol] if protocol != "http" else [
             "-i", "http", "--input-tensor-format", tensor_format, "--output-tensor-format", tensor_format]
+        # concurrency 0: open loop, the rate given in ``extra`` (``--request-rate-range R``)
+        load = ["--concurrency-range", str(concurrency)] if concurrency > 0 else []
         args = [binary, "-m", model, "-u", f"127.0.0.1:{port}", *formats, "-b", str(batch),
-                "--concurrency-range", str(concurrency), "--measurement-interval", str(interval_ms),
+                *load, "--measurement-interval", str(interval_ms),
                 "--input-data", str(input_data), "--percentile", "99", "-f", str(report),
                 "--max-trials", "5", "--stability-percentage", str(stability), *extra]
         if shape:

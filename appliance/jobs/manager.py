@@ -15,13 +15,15 @@ import uuid
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from appliance.audit import AuditLog, NullAuditLog
 from appliance.config import Settings
 from appliance.dataplane.service import InferenceService
 from appliance.errors import InvalidInput, JobNotFound
-from appliance.jobs.runner import JobRunner, JobSpec, JobStatus
+
+if TYPE_CHECKING:
+    from appliance.jobs.runner import JobRunner, JobSpec, JobStatus
 
 log = logging.getLogger("appliance.jobs")
 
@@ -52,6 +54,8 @@ class JobManager:
 
     def submit(self, principal: str, body: dict[str, Any]) -> JobStatus:
         """Validate a submission and start it (or queue it); InvalidInput says what is wrong."""
+        from appliance.jobs.runner import JobRunner, JobStatus  # pyarrow: ~60 MiB a server without jobs never maps
+
         spec = self.spec_from(body)
         status = JobStatus(uuid.uuid4().hex[:12], spec.model, principal)
         job = self._jobs[status.id] = _Job(status, JobRunner(self.service, spec, status))
@@ -71,6 +75,8 @@ class JobManager:
         if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
             raise InvalidInput("'input_columns' must be a list of column names")
         jobs = self.settings.jobs
+        from appliance.jobs.runner import JobSpec
+
         return JobSpec(model, None if version in (None, "") else str(version),
                        self.confine(body.get("input"), "input", must_exist=True),
                        self.confine(body.get("output"), "output", must_exist=False), tuple(columns),
