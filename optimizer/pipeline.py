@@ -20,6 +20,7 @@ from optimizer.calibration import TensorData, load_data
 from optimizer.errors import GateRefused, OptimizerError
 from optimizer.evaluate import check_metric, default_metric, drift_baseline, score
 from optimizer.fallback import fp32_publication
+from optimizer.intake import text_preprocessing
 from optimizer.job import EVAL_BATCH, Candidate, Job
 from optimizer.modes import ladder, run_format
 from optimizer.package import (
@@ -225,7 +226,5 @@ def _context(request: OptimizeRequest, job: Job, model_dir: Path, rows: list[Row
     text = job.source.text
     if text is None:
         return PublishContext(model_dir, job.source, provenance, parameters, report)
-    preprocessing = {"kind": "text", **text.to_dict(), "inputs": [spec.name for spec in job.source.inputs],
-                     "outputs": [spec.name for spec in job.source.outputs]}
     return PublishContext(model_dir, job.source, provenance, parameters, report,
-                          companions=(text.tokenizer,), extra={"preprocessing": preprocessing})
+                          companions=(text.tokenizer,), extra={"preprocessing": text_preprocessing(job.source)})

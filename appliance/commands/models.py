@@ -19,6 +19,32 @@ def _repository_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="appliance.toml")
 
 
+def _add_hf_folder(args: argparse.Namespace, repository: Path, labels: list[str]) -> Path:
+    """Export a Hugging Face folder to ONNX with the optimizer's exporter (the ``hf`` extra), then
+    publish it like any ONNX file. Imported by name, as ``appliance.cli`` loads ``optimize``: the
+    serving code never imports the optimizer."""
+    import importlib
+    import tempfile
+
+    from appliance.lifecycle.intake import IntakeError, add_model
+
+    try:
+        exporter = importlib.import_module("optimizer.intake")
+        exporter.export_folder  # noqa: B018 - the optimizer's own hf import is lazy: check it is whole
+        importlib.import_module("optimum.exporters.onnx")
+    except ModuleNotFoundError:
+        raise IntakeError(f"{args.source} is a Hugging Face folder: exporting it needs the 'hf' extra "
+                          "(pip install 'model-appliance[hf]')") from None
+    with tempfile.TemporaryDirectory(prefix="appliance-add-") as work:
+        try:
+            exported = exporter.export_folder(args.source, Path(work))
+        except exporter.OptimizerError as exc:
+            raise IntakeError(str(exc)) from None
+        return add_model(exported.onnx, repository, args.name, args.version, labels,
+                         companions=exported.companions, manifest_extra=exported.manifest_extra,
+                         origin=args.source, origin_sha256=exported.source_sha256)
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("models", help="manage the model repository")
     sub = parser.add_subparsers(dest="models_command", required=True)
@@ -26,8 +52,9 @@ def register(subparsers: Any) -> None:
     _repository_args(listing)
     listing.add_argument("--state-dir", type=Path, help="state folder (server.state_dir): rollout state")
     listing.set_defaults(func=run_list)
-    add = sub.add_parser("add", help="publish an ONNX file or an OpenVINO IR as a new version")
-    add.add_argument("source", type=Path, help="model.onnx, or model.xml beside model.bin")
+    add = sub.add_parser("add", help="publish an ONNX file, an OpenVINO IR or a Hugging Face folder as a new version")
+    add.add_argument("source", type=Path, help="model.onnx, model.xml beside model.bin, or a Hugging Face "
+                     "model folder (exported to ONNX; needs the 'hf' extra)")
     add.add_argument("--name", required=True, help="model name (a folder of the repository)")
     add.add_argument("--version", type=int, help="version number (default: the next one)")
     add.add_argument("--labels", type=Path, help="class labels, one per line (new models)")
@@ -89,7 +116,10 @@ def run_add(args: argparse.Namespace) -> int:
     settings = _settings(args)
     labels = args.labels.read_text().split() if args.labels else []
     try:
-        published = add_model(args.source, settings.server.models, args.name, args.version, labels)
+        if args.source.is_dir() and (args.source / "config.json").is_file():
+            published = _add_hf_folder(args, settings.server.models, labels)
+        else:
+            published = add_model(args.source, settings.server.models, args.name, args.version, labels)
     except IntakeError as exc:
         print(f"appliance: refused: {exc}", file=sys.stderr)
         return 2

