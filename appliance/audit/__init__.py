@@ -22,6 +22,11 @@ durability against a crash of the process, not against a disk that lies about fl
 
 from appliance.audit.log import AuditLog, NullAuditLog, audit_paths, open_audit_log
 from appliance.audit.model import AuditError, AuditHealth, AuditKeyError, AuditRecord, AuditStats
+from appliance.audit.remote import RemoteAuditLog
 
-__all__ = ["AuditError", "AuditHealth", "AuditKeyError", "AuditLog", "AuditRecord", "AuditStats", "NullAuditLog",
-           "audit_paths", "open_audit_log"]
+#: What the server's parts append to: the log in this process, the writer process's (one worker
+#: of several), or nothing (audit off). All three have the same methods.
+AuditSink = AuditLog | RemoteAuditLog | NullAuditLog
+
+__all__ = ["AuditError", "AuditHealth", "AuditKeyError", "AuditLog", "AuditRecord", "AuditSink", "AuditStats",
+           "NullAuditLog", "RemoteAuditLog", "audit_paths", "open_audit_log"]

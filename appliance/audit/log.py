@@ -28,6 +28,7 @@ from appliance.audit.writer import Item, Stop, Writer, WriterConfig, wake
 from appliance.config import Settings
 
 if TYPE_CHECKING:
+    from appliance.audit.remote import RemoteAuditLog
     from appliance.audit.upkeep import Upkeep
 
 
@@ -236,6 +237,16 @@ class NullAuditLog:
 
 
 def open_audit_log(settings: Settings, env: Mapping[str, str] | None = None, *,
-                   writer_socket: Path | None = None) -> AuditLog | NullAuditLog:
-    """The log the server should use: a NullAuditLog only when audit is explicitly disabled."""
-    return AuditLog.open(settings, env) if settings.audit.enabled else NullAuditLog()
+                   writer_socket: Path | None = None) -> AuditLog | RemoteAuditLog | NullAuditLog:
+    """The log the server should use: a NullAuditLog only when audit is explicitly disabled.
+
+    ``writer_socket``: this process is one worker of several; the audit writer process listening
+    there holds the keys and the database (waits up to 10 s for it, then AuditError).
+    """
+    if not settings.audit.enabled:
+        return NullAuditLog()
+    if writer_socket is not None:
+        from appliance.audit.remote import RemoteAuditLog
+
+        return RemoteAuditLog.connect(settings, writer_socket)
+    return AuditLog.open(settings, env)
