@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from appliance.audit import AuditLog, NullAuditLog
+from appliance.audit import AuditSink
 from appliance.auth.principal import Principal
 from appliance.config import Settings
 from appliance.dataplane.context import RequestContext
@@ -22,7 +22,7 @@ METRICS = web.AppKey("metrics", Metrics)
 STATE = web.AppKey("state", ServerState)
 OBSERVABILITY = web.AppKey("observability", Observability)
 #: The audit log (a NullAuditLog when audit is off): admin actions are appended to it.
-AUDIT: web.AppKey[AuditLog | NullAuditLog] = web.AppKey("audit")
+AUDIT: web.AppKey[AuditSink] = web.AppKey("audit")
 #: Per-request context (request id, principal, deadline...) stored on the request.
 CONTEXT = web.RequestKey("context", RequestContext)
 #: Who the guard let in: a route whose model is named in the body (``/v1/embeddings``) checks it there.

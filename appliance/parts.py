@@ -21,7 +21,7 @@ import orjson
 
 from appliance import __version__
 from appliance.artifacts import SealedArtifactReader
-from appliance.audit import AuditLog, AuditRecord, NullAuditLog, open_audit_log, upkeep
+from appliance.audit import AuditRecord, AuditSink, open_audit_log, upkeep
 from appliance.audit.requests import InferenceAuditor
 from appliance.auth.guard import Guard
 from appliance.config import Settings
@@ -56,7 +56,7 @@ class Parts:
     state: ServerState
     metrics: Metrics
     repository: Repository
-    audit_log: AuditLog | NullAuditLog
+    audit_log: AuditSink
     auditor: InferenceAuditor | None
     service: InferenceService
     guard: Guard

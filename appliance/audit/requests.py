@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from appliance.audit.log import AuditLog, NullAuditLog
+from appliance.audit import AuditSink
 from appliance.audit.model import AuditError, AuditRecord
 from appliance.dataplane.service import InferOutcome
 from appliance.dataplane.tensors import tensor_digest
@@ -32,7 +32,7 @@ _TALLY_SECONDS = 1.0
 class InferenceAuditor:
     """The service's ``AuditSink``: strict mode awaits the commit before the response is sent."""
 
-    def __init__(self, log: AuditLog | NullAuditLog, active_requests: Callable[[], int] | None = None) -> None:
+    def __init__(self, log: AuditSink, active_requests: Callable[[], int] | None = None) -> None:
         self.log = log
         # How many requests the service is serving: when every one of them waits on the log, no
         # record can arrive before they are answered, so the writer need not hold the batch open.

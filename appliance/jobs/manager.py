@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from appliance.audit import AuditLog, NullAuditLog
+from appliance.audit import AuditSink
 from appliance.config import Settings
 from appliance.dataplane.service import InferenceService
 from appliance.errors import InvalidInput, JobNotFound
@@ -40,7 +40,7 @@ class _Job:
 
 
 class JobManager:
-    def __init__(self, settings: Settings, service: InferenceService, audit_log: AuditLog | NullAuditLog) -> None:
+    def __init__(self, settings: Settings, service: InferenceService, audit_log: AuditSink) -> None:
         self.settings = settings
         self.service = service
         self.audit_log = audit_log

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from appliance.audit import AuditLog, AuditRecord, NullAuditLog
+from appliance.audit import AuditRecord, AuditSink
 from appliance.config import Settings
 from appliance.dataplane.service import InferenceService
 from appliance.repository import ModelVersion, Repository
@@ -27,7 +27,7 @@ PeerNotifier = Callable[[str, str, str], Awaitable[None]]
 
 class ModelControl:
     def __init__(self, settings: Settings, repository: Repository, service: InferenceService,
-                 audit_log: AuditLog | NullAuditLog) -> None:
+                 audit_log: AuditSink) -> None:
         self._settings = settings
         self._repository = repository
         self._service = service

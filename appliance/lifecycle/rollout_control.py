@@ -13,7 +13,7 @@ import asyncio
 import logging
 from typing import Any
 
-from appliance.audit import AuditLog, AuditRecord, NullAuditLog
+from appliance.audit import AuditRecord, AuditSink
 from appliance.errors import InvalidInput, ModelNotFound
 from appliance.lifecycle.control import ModelControl
 from appliance.lifecycle.rollout import Rollout, RolloutStore, Thresholds, parse_rollout
@@ -36,7 +36,7 @@ def pins(store: RolloutStore) -> Any:
 
 class RolloutControl:
     def __init__(self, store: RolloutStore, router: Router, models: ModelControl, repository: Repository,
-                 audit_log: AuditLog | NullAuditLog) -> None:
+                 audit_log: AuditSink) -> None:
         self.store = store
         self.router = router
         self._models = models
