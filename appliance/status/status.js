@@ -353,8 +353,25 @@ function renderJobs(doc) {
 
 function renderProcess(doc) {
   const p = doc.process;
-  definitions("process", [["Resident memory", bytes(p.rss_bytes)], ["CPU", `${num(p.cpu_percent)}%`],
-    ["Host memory", `${bytes(p.system_memory_total - p.system_memory_available)} used of ${bytes(p.system_memory_total)}`]]);
+  const host = ["Host memory", `${bytes(p.system_memory_total - p.system_memory_available)} used of ${bytes(p.system_memory_total)}`];
+  if (!doc.workers) {
+    definitions("process", [["Resident memory", bytes(p.rss_bytes)], ["CPU", `${num(p.cpu_percent)}%`], host]);
+    return;
+  }
+  // Several worker processes: the whole server (RSS counts shared pages once per process, PSS once).
+  const m = doc.memory;
+  definitions("process", [
+    ["Server memory", `${bytes(m.pss_bytes)} proportional · ${bytes(m.rss_bytes)} resident · ${m.processes} processes`],
+    ["CPU", `${num(p.cpu_percent)}% (all workers)`], host]);
+  const head = el("tr", {}, ...["Worker", "PID", "Health", "Resident", "CPU", "Requests", "Up"].map((h) => el("th", {}, h)));
+  const rows = doc.workers.map((w) => el("tr", { "data-worker": w.index },
+    el("td", {}, w.index), el("td", {}, w.pid ?? "–"),
+    el("td", {}, el("span", { class: `state ${w.health}` }, w.health)),
+    el("td", { class: "num" }, w.rss_bytes ? bytes(w.rss_bytes) : "–"), el("td", { class: "num" }, `${num(w.cpu_percent)}%`),
+    el("td", { class: "num requests" }, count(["ok", "errors", "rejected", "client_errors", "auth_failures"]
+      .reduce((n, k) => n + ((w.totals || {})[k] || 0), 0))),
+    el("td", { class: "num" }, w.uptime_s === undefined ? "–" : duration(w.uptime_s))));
+  $("workers").replaceChildren(el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows)));
 }
 
 function renderHardware(doc) {

@@ -26,7 +26,8 @@ def worker_summary(index: int, doc: dict[str, Any] | None) -> dict[str, Any]:
     process = doc.get("process", {})
     return {"index": index, "pid": doc.get("pid"), "health": doc["server"]["health"],
             "uptime_s": doc["server"]["uptime_s"], "rss_bytes": process.get("rss_bytes"),
-            "cpu_percent": process.get("cpu_percent"), "totals": doc.get("totals", {})}
+            # a copy: merge_status adds the other workers' counts into the local document's totals
+            "cpu_percent": process.get("cpu_percent"), "totals": dict(doc.get("totals", {}))}
 
 
 def _add_series(into: dict[str, list[Any]], other: dict[str, list[Any]]) -> None:

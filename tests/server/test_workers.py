@@ -234,3 +234,38 @@ def test_metrics_merge_adds_counters_and_labels_gauges() -> None:
     assert 'r_total{m="x"} 5.0' in text
     assert 'g{worker="0"} 1.0' in text and 'g{worker="1"} 0.0' in text
     assert "appliance_audit_records_total 7.0" in text  # the one writer's figure, not 14
+
+
+def test_the_status_page_shows_the_server_and_each_worker(two_workers: ServerProcess, tmp_path: Path) -> None:
+    """In real headless Chromium: the page of a 2-worker server lists both workers with their
+    traffic and the server's memory, whichever worker served the page."""
+    import asyncio
+    import shutil
+
+    playwright_api = pytest.importorskip("playwright.async_api")
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(chromium).exists():
+        pytest.skip("Debian package 'chromium' not installed")
+    for _ in range(40):
+        assert call(two_workers, "POST", "/v2/models/digits/infer", BODY)[0] == 200
+
+    async def look() -> tuple[str, list[str], str]:
+        async with playwright_api.async_playwright() as p:
+            browser = await p.chromium.launch(executable_path=chromium, headless=True,
+                                              args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            try:
+                page = await browser.new_page()
+                await page.goto(two_workers.url + "/")
+                await page.wait_for_function("() => Number(document.body.dataset.rendered || 0) >= 1", timeout=20_000)
+                rows = page.locator("[data-testid=workers] tbody tr")
+                texts = [await rows.nth(i).inner_text() for i in range(await rows.count())]
+                return (await page.text_content("#process") or "", texts,
+                        await page.text_content("[data-testid=total-requests]") or "")
+            finally:
+                await browser.close()
+
+    process, workers, total = asyncio.run(look())
+    assert "3 processes" in process and "proportional" in process
+    assert len(workers) == 2 and all("ok" in row for row in workers), workers
+    per_worker = [int(row.split("\t")[5].replace(",", "")) for row in workers]
+    assert sum(per_worker) >= 40 and int(total.replace(",", "")) >= 40
