@@ -21,6 +21,8 @@ from appliance.processes.unloaded import UnloadedModels
 log = logging.getLogger("appliance")
 #: Who asked, on a call one worker passes on to the others (they audit it under that name).
 PRINCIPAL_HEADER = "X-Appliance-Principal"
+#: Whether that principal may see everyone's jobs (the ``admin`` scope), on a job call passed on.
+SEE_ALL_HEADER = "X-Appliance-See-All"
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,14 @@ class Peers:
                    wait: aiohttp.ClientTimeout | None = None) -> list[PeerAnswer]:
         """Call ``path`` on every other worker at once."""
         return list(await asyncio.gather(*(self._call(i, method, path, headers, wait) for i in self.others)))
+
+    async def first_found(self, method: str, path: str, headers: dict[str, str] | None = None) -> bytes | None:
+        """The body of the first other worker that answers ``path`` with 200 (a job lives on the
+        worker that took its submission); None when none does."""
+        for answer in await self.each(method, path, headers):
+            if answer.status == 200:
+                return answer.body
+        return None
 
     async def models_changed(self, action: str, model: str, principal: str) -> None:
         """Apply a load or unload that this worker has just applied on every other worker too."""

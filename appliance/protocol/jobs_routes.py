@@ -8,6 +8,7 @@ A principal sees and cancels its own jobs; one with the ``admin`` scope sees all
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from aiohttp import web
@@ -16,6 +17,7 @@ from appliance.appkeys import PARTS, PRINCIPAL
 from appliance.auth.principal import ADMIN, ANONYMOUS, INFER, Principal
 from appliance.errors import Forbidden, JobNotFound
 from appliance.jobs.manager import JobManager
+from appliance.processes.peers import PRINCIPAL_HEADER, SEE_ALL_HEADER
 from appliance.protocol.body import json_object
 
 
@@ -40,19 +42,50 @@ async def submit_job(request: web.Request) -> web.Response:
     return _json(status.as_dict(), 201)
 
 
+def _asking(principal: Principal) -> dict[str, str]:
+    """Who asks, for the other workers (a job lives on the worker that took its submission)."""
+    return {PRINCIPAL_HEADER: principal.name, SEE_ALL_HEADER: "1" if principal.may(ADMIN) else "0"}
+
+
 async def list_jobs(request: web.Request) -> web.Response:
     manager, principal = _manager(request)
     mine = None if principal.may(ADMIN) else principal.name
-    return _json({"jobs": [s.as_dict() for s in manager.list(mine)]})
+    jobs = [s.as_dict() for s in manager.list(mine)]
+    peers = request.app[PARTS].peers
+    if peers is not None:
+        for answer in await peers.each("GET", "/jobs", _asking(principal)):
+            if answer.status == 200:
+                jobs += orjson.loads(answer.body)
+    return _json({"jobs": jobs})
 
 
 async def get_job(request: web.Request) -> web.Response:
     manager, principal = _manager(request)
-    return _json(manager.get(request.match_info["job"], principal.name, principal.may(ADMIN)).as_dict())
+    job = request.match_info["job"]
+    try:
+        return _json(manager.get(job, principal.name, principal.may(ADMIN)).as_dict())
+    except JobNotFound:
+        found = await _elsewhere(request, "GET", job, principal)
+        if found is None:
+            raise
+        return web.Response(body=found, content_type="application/json")
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     manager, principal = _manager(request)
-    status = await manager.cancel(request.match_info["job"], principal.name, principal.may(ADMIN))
+    job = request.match_info["job"]
+    try:
+        status = await manager.cancel(job, principal.name, principal.may(ADMIN))
+    except JobNotFound:
+        found = await _elsewhere(request, "DELETE", job, principal)
+        if found is None:
+            raise
+        return web.Response(body=found, content_type="application/json")
     return _json(status.as_dict())
 
+
+async def _elsewhere(request: web.Request, method: str, job: str, principal: Principal) -> bytes | None:
+    peers = request.app[PARTS].peers
+    if peers is None:
+        return None
+    return await peers.first_found(method, f"/jobs/{quote(job, safe='')}", _asking(principal))

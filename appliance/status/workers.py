@@ -87,6 +87,7 @@ def merge_status(index: int, local: dict[str, Any], peers: dict[int, dict[str, A
         for key in ("entries", "bytes", "hits", "misses"):
             local["cache"][key] += doc["cache"][key]
         local["process"]["cpu_percent"] += doc["process"]["cpu_percent"]
+        local["jobs"] = [*local.get("jobs", []), *doc.get("jobs", [])]  # each on the worker that took it
     worst = min((s["health"] for s in summaries), key=_HEALTH_ORDER.index)
     local["server"]["health"] = worst
     local["workers"] = summaries

@@ -269,3 +269,28 @@ def test_the_status_page_shows_the_server_and_each_worker(two_workers: ServerPro
     assert len(workers) == 2 and all("ok" in row for row in workers), workers
     per_worker = [int(row.split("\t")[5].replace(",", "")) for row in workers]
     assert sum(per_worker) >= 40 and int(total.replace(",", "")) >= 40
+
+
+def test_a_job_submitted_to_one_worker_is_seen_and_cancelled_through_any(repository: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    data = tmp_path / "data"
+    data.mkdir()
+    x = np.load(repository / "digits" / "data" / "eval.npz")["input"].astype(np.float32)
+    np.save(data / "in.npy", np.tile(x, (200, 1)))  # long enough to still run while we look
+    server = start_server(repository, tmp_path / "state", extra_env={
+        "APPLIANCE_SERVER_WORKERS": "2", "APPLIANCE_JOBS_DATA_DIR": str(data)})
+    try:
+        status, job = call(server, "POST", "/v2/jobs", json.dumps({"model": "digits", "input": "in.npy",
+                                                                   "output": "out"}))
+        assert status == 201, job
+        for _ in range(20):  # fresh connections: both workers answer for it
+            status, seen = call(server, "GET", f"/v2/jobs/{job['id']}")
+            assert status == 200 and seen["id"] == job["id"], seen
+            listed = call(server, "GET", "/v2/jobs")[1]["jobs"]
+            assert [j["id"] for j in listed] == [job["id"]]
+        status, cancelled = call(server, "DELETE", f"/v2/jobs/{job['id']}")
+        assert status == 200 and cancelled["state"] in ("cancelled", "done"), cancelled
+        assert call(server, "GET", "/v2/jobs/nope")[0] == 404
+    finally:
+        stop_server(server)
