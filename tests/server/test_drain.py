@@ -84,7 +84,8 @@ async def _load_then_sigterm(server: ServerProcess, body: dict) -> tuple[Counter
 def test_sigterm_under_load_answers_or_refuses_never_resets(repository: Path, tmp_path: Path, workers: str) -> None:
     """With 2 workers the supervisor passes SIGTERM on and each worker drains its own socket."""
     server = start_server(repository, tmp_path / "state",
-                          extra_env={"APPLIANCE_SERVER_DRAIN_GRACE_S": str(GRACE_S), "APPLIANCE_SERVER_WORKERS": workers})
+                          extra_env={"APPLIANCE_SERVER_DRAIN_GRACE_S": str(GRACE_S),
+                                     "APPLIANCE_SERVER_WORKERS": workers})
     try:
         x, _ = eval_rows(repository, 1)
         body = {"inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 64], "data": x.ravel().tolist()}]}
