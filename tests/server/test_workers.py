@@ -257,8 +257,9 @@ def test_the_status_page_shows_the_server_and_each_worker(two_workers: ServerPro
                 page = await browser.new_page()
                 await page.goto(two_workers.url + "/")
                 # the per-worker counts come from each worker's sampler (about one sample a second)
-                await page.wait_for_function("""() => [...document.querySelectorAll('[data-testid=workers] td.requests')]
-                    .reduce((n, td) => n + Number(td.textContent.replace(/,/g, '')), 0) >= 40""", timeout=20_000)
+                counted = """() => [...document.querySelectorAll('[data-testid=workers] td.requests')]
+                    .reduce((n, td) => n + Number(td.textContent.replace(/,/g, '')), 0) >= 40"""
+                await page.wait_for_function(counted, timeout=20_000)
                 rows = page.locator("[data-testid=workers] tbody tr")
                 texts = [await rows.nth(i).inner_text() for i in range(await rows.count())]
                 return (await page.text_content("#process") or "", texts,
