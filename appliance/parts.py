@@ -36,6 +36,7 @@ from appliance.metrics import Metrics
 from appliance.observability import Observability
 from appliance.observability.collectors import ScrapeCollector
 from appliance.observability.rollouts import RolloutCollector
+from appliance.processes.jobslots import JobSlots
 from appliance.processes.peers import Peers
 from appliance.processes.supervisor import WorkerIdentity
 from appliance.repository import Repository
@@ -163,11 +164,13 @@ def build_parts(settings: Settings, worker: WorkerIdentity | None = None) -> Par
     metrics.registry.register(observability.quality)
     metrics.registry.register(RolloutCollector(router))
     peers = Peers(worker) if worker is not None else None
-    if peers is not None:
+    jobs = JobManager(settings, service, audit_log)
+    if worker is not None and peers is not None:
         models.peers = peers.models_changed
+        jobs.slots = JobSlots(worker.run_dir, settings.jobs.max_running)
     return Parts(settings, state, metrics, repository, audit_log, auditor, service,
                  Guard(settings, share=worker.count if worker is not None else 1),
-                 observability, models, rollouts, JobManager(settings, service, audit_log), worker, peers)
+                 observability, models, rollouts, jobs, worker, peers)
 
 
 def settings_digest(settings: Settings) -> str:

@@ -24,6 +24,10 @@ from appliance.errors import InvalidInput, JobNotFound
 
 if TYPE_CHECKING:
     from appliance.jobs.runner import JobRunner, JobSpec, JobStatus
+    from appliance.processes.jobslots import JobSlots
+
+#: While every server-wide job slot is taken (another worker's jobs), look again this often.
+SLOT_RETRY_S = 0.5
 
 log = logging.getLogger("appliance.jobs")
 
@@ -37,6 +41,7 @@ class _Job:
     status: JobStatus
     runner: JobRunner
     task: asyncio.Task[None] | None = None
+    slot: int | None = None  # the server-wide slot it holds while it runs (several workers)
 
 
 class JobManager:
@@ -47,6 +52,9 @@ class JobManager:
         self._jobs: dict[str, _Job] = {}
         self._waiting: deque[_Job] = deque()  # submitted, not started: max_running are running
         self._active = 0
+        #: Several workers: max_running holds for the server through shared slots (set by build_parts).
+        self.slots: JobSlots | None = None
+        self._retry: asyncio.TimerHandle | None = None
 
     @property
     def enabled(self) -> bool:
@@ -99,9 +107,18 @@ class JobManager:
         return path
 
     def _start_next(self) -> None:
-        """Start waiting jobs, oldest first, while fewer than ``jobs.max_running`` run."""
+        """Start waiting jobs, oldest first, while fewer than ``jobs.max_running`` run (in the whole
+        server when ``slots`` is set: then a job waits for a slot another worker may hold)."""
+        self._retry = None
         while self._waiting and self._active < max(1, self.settings.jobs.max_running):
+            slot = None
+            if self.slots is not None:
+                slot = self.slots.try_take()
+                if slot is None:
+                    self._retry = asyncio.get_running_loop().call_later(SLOT_RETRY_S, self._start_next)
+                    return
             job = self._waiting.popleft()
+            job.slot = slot
             self._active += 1
             job.task = asyncio.create_task(self._run(job), name=f"job-{job.status.id}")
 
@@ -114,7 +131,11 @@ class JobManager:
             log.warning("job failed", extra={"fields": {"job": job.status.id, "error": str(exc)}})
         finally:
             self._active -= 1
-            self._start_next()
+            if job.slot is not None and self.slots is not None:
+                self.slots.release(job.slot)
+                job.slot = None
+            if self._retry is None:
+                self._start_next()
             if job.runner.target is not None:
                 self.audit_log.append_nowait(job.runner.audit_record())
             log.info("job ended", extra={"fields": {"job": job.status.id, "state": job.status.state,
@@ -144,6 +165,8 @@ class JobManager:
 
     async def aclose(self) -> None:
         """Cancel the running jobs (they stay resumable) and wait for their last commit."""
+        if self._retry is not None:
+            self._retry.cancel()
         for job in self._waiting:
             job.status.state = "cancelled"
         self._waiting.clear()

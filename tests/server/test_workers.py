@@ -297,3 +297,45 @@ def test_a_job_submitted_to_one_worker_is_seen_and_cancelled_through_any(reposit
         assert call(server, "GET", "/v2/jobs/nope")[0] == 404
     finally:
         stop_server(server)
+
+
+def test_max_running_jobs_holds_for_the_whole_server(repository: Path, tmp_path: Path) -> None:
+    """jobs.max_running = 1 with 2 workers: six jobs submitted over fresh connections, which the
+    kernel spreads over both workers (all six on one has odds of 1 in 32), never run two at once."""
+    import numpy as np
+
+    data = tmp_path / "data"
+    data.mkdir()
+    x = np.load(repository / "digits" / "data" / "eval.npz")["input"].astype(np.float32)
+    np.save(data / "in.npy", np.tile(x, (40, 1)))
+    server = start_server(repository, tmp_path / "state", extra_env={
+        "APPLIANCE_SERVER_WORKERS": "2", "APPLIANCE_JOBS_DATA_DIR": str(data), "APPLIANCE_JOBS_MAX_RUNNING": "1"})
+    try:
+        for i in range(6):
+            status, job = call(server, "POST", "/v2/jobs", json.dumps({"model": "digits", "input": "in.npy",
+                                                                       "output": f"out{i}"}))
+            assert status == 201, job
+        most = 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            jobs = call(server, "GET", "/v2/jobs")[1]["jobs"]
+            most = max(most, sum(j["state"] == "running" for j in jobs))
+            if len(jobs) == 6 and all(j["state"] in ("done", "failed", "cancelled") for j in jobs):
+                break
+            time.sleep(0.05)
+        assert [j["state"] for j in jobs] == ["done"] * 6, jobs
+        assert most == 1
+    finally:
+        stop_server(server)
+
+
+def test_job_slots_are_exclusive_and_come_back(tmp_path: Path) -> None:
+    from appliance.processes.jobslots import JobSlots
+
+    one, other = JobSlots(tmp_path, 1), JobSlots(tmp_path, 1)  # as two workers see the same folder
+    held = one.try_take()
+    assert held is not None and other.try_take() is None
+    JobSlots.release(held)
+    again = other.try_take()
+    assert again is not None
+    JobSlots.release(again)
