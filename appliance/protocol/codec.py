@@ -98,7 +98,11 @@ def _json_numbers(name: str, datatype: str, data: list[Any]) -> np.ndarray:
         info = np.iinfo(dtype)
         if inferred.min() < info.min or inferred.max() > info.max:
             raise InvalidInput(f"input '{name}': values out of range for {datatype}")
-    return inferred.astype(dtype, copy=False)
+    try:
+        with np.errstate(over="raise"):  # 65520 as FP16 (or 1e39 as FP32) would silently become inf
+            return inferred.astype(dtype, copy=False)
+    except FloatingPointError:
+        raise InvalidInput(f"input '{name}': values out of range for {datatype}") from None
 
 
 def _json_exact_integers(name: str, datatype: str, data: list[Any]) -> np.ndarray:

@@ -58,6 +58,14 @@ def test_codec_accepts_or_refuses_structured_requests_cleanly(doc: Any, tail: by
             decode_request(body, length, max_elements=10_000)
 
 
+@pytest.mark.parametrize(("datatype", "value"), [("FP16", 65520), ("FP32", 1e39)])
+def test_a_number_beyond_a_float_type_is_refused_not_made_infinite(datatype: str, value: float) -> None:
+    """Found by the test above: 65520 as FP16 became inf with a RuntimeWarning."""
+    doc = {"inputs": [{"name": "input", "shape": [1], "datatype": datatype, "data": [value]}]}
+    with pytest.raises(InvalidInput, match="out of range"):
+        decode_request(json.dumps(doc).encode(), None, max_elements=10_000)
+
+
 @pytest.fixture(scope="module")
 def fuzz_server(digits_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = start_server(digits_repository, tmp_path_factory.mktemp("fuzz-state"))
