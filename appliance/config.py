@@ -53,6 +53,12 @@ class ServerSettings:
                         "available memory that many times. `1`: a single process (no supervisor, the audit "
                         "writer a thread).", "auto")
 
+    @property
+    def limit_share(self) -> int:
+        """How many worker processes share the server-wide limits (admission caps, rates): the
+        number ``appliance serve`` pins before forking them; 1 for a single process."""
+        return int(self.workers) if self.workers.isdigit() else 1
+
 
 @dataclass(frozen=True)
 class HttpSettings:

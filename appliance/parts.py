@@ -169,7 +169,7 @@ def build_parts(settings: Settings, worker: WorkerIdentity | None = None) -> Par
         models.peers = peers.models_changed
         jobs.slots = JobSlots(worker.run_dir, settings.jobs.max_running)
     return Parts(settings, state, metrics, repository, audit_log, auditor, service,
-                 Guard(settings, share=worker.count if worker is not None else 1),
+                 Guard(settings, share=settings.server.limit_share),
                  observability, models, rollouts, jobs, worker, peers)
 
 

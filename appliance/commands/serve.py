@@ -116,7 +116,8 @@ def supervise(settings: Settings, plan: WorkerPlan) -> int:
     """Several workers: this process becomes their supervisor (``appliance.processes.supervisor``)."""
     from appliance.processes.supervisor import Supervisor, hold_ports, make_run_dir
 
-    settings = settings.replace("runtime", threads=plan.threads_per_worker)  # N workers share the cores
+    # N workers share the cores, and the server-wide limits (ServerSettings.limit_share)
+    settings = settings.replace("runtime", threads=plan.threads_per_worker).replace("server", workers=str(plan.workers))
     try:
         held = hold_ports(settings)
     except ConfigError as exc:

@@ -137,15 +137,18 @@ def build_lane(target: ModelVersion, settings: Settings, metrics: Metrics) -> La
 
 def build_admission(target: ModelVersion, settings: Settings, slots: int) -> Admission:
     """Adaptive by default (model.toml may say otherwise). The floor is one request: runtime slots
-    beyond the cores only time-share them, so more concurrency must earn its place by latency."""
+    beyond the cores only time-share them, so more concurrency must earn its place by latency.
+    With N worker processes each holds 1/N of the fixed caps (rounded up), so they hold server-wide."""
     limits, config = settings.limits, target.config
-    cap = config.max_concurrency or limits.max_concurrency
+    share = settings.server.limit_share  # worker processes: each holds its part of the server's caps
+    cap = -(-(config.max_concurrency or limits.max_concurrency) // share)
     adaptive = limits.adaptive if config.adaptive is None else config.adaptive
     limiter = None
     if adaptive:
         limiter = GradientLimit(LimitSettings(initial=min(cap, max(16, slots)), floor=1,
                                               cap=cap, tolerance=max(1.0, limits.adaptive_tolerance)))
     queue = config.max_queue if config.max_queue is not None else (0 if adaptive else limits.max_queue)
+    queue = -(-queue // share)
     return Admission(f"model '{target.name}' version {target.version}", max_concurrency=cap, max_queue=queue,
                      max_queued_bytes=limits.max_queued_bytes, adaptive=limiter)
 

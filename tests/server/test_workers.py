@@ -339,3 +339,17 @@ def test_job_slots_are_exclusive_and_come_back(tmp_path: Path) -> None:
     again = other.try_take()
     assert again is not None
     JobSlots.release(again)
+
+
+def test_fixed_admission_caps_are_split_across_workers(repository: Path, tmp_path: Path) -> None:
+    """limits.max_concurrency = 6 with 2 workers: each admits 3, so the server admits 6."""
+    server = start_server(repository, tmp_path / "state", extra_env={
+        "APPLIANCE_SERVER_WORKERS": "2", "APPLIANCE_LIMITS_ADAPTIVE": "false", "APPLIANCE_LIMITS_MAX_CONCURRENCY": "6"})
+    try:
+        for _ in range(20):  # a version's admission is built with its first request, on each worker
+            assert call(server, "POST", "/v2/models/digits/infer", BODY)[0] == 200
+        metrics = call(server, "GET", "/metrics")[1]["text"]
+        assert 'appliance_admission_limit{model="digits",worker="0"} 3.0' in metrics, metrics
+        assert 'appliance_admission_limit{model="digits",worker="1"} 3.0' in metrics
+    finally:
+        stop_server(server)
