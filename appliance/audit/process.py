@@ -26,7 +26,7 @@ import socket
 import stat
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from appliance.audit.log import AuditLog
 from appliance.audit.model import AuditError, AuditKeyError, AuditRecord
 from appliance.audit.remote import ACK, BYE, BYE_OK, HELLO, RECORDS, STATE, Channel, Row, State
 from appliance.config import ConfigError, Settings, load_settings
+from appliance.system.eventloop import run as run_loop
 
 _log = logging.getLogger("appliance.audit")
 #: How often every worker gets the writer's figures (``RemoteAuditLog.stats`` and ``health``).
@@ -238,15 +239,8 @@ async def _serve(settings: Settings, listener: socket.socket) -> int:
 
 def serve_audit_writer(settings: Settings, listener: socket.socket) -> int:
     """Run the writer until SIGTERM (in a forked child of the supervisor); the exit code."""
-    runner: Callable[[Coroutine[Any, Any, int]], int]
     try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        runner = asyncio.run
-    try:
-        return runner(_serve(settings, listener))
+        return run_loop(_serve(settings, listener))
     except (AuditKeyError, AuditCorruptError) as exc:
         _log.error("audit writer cannot start: %s", exc)
         return 3

@@ -8,7 +8,6 @@ import ipaddress
 import logging
 import signal
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -92,18 +91,12 @@ def run(args: argparse.Namespace) -> int:
 
 def run_process(settings: Settings, worker: WorkerIdentity | None = None) -> int:
     """Serve in this process (the whole server, or one worker of it) until SIGTERM; the exit code."""
-    runner: Callable[[Coroutine[Any, Any, int]], int]
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        runner = asyncio.run
     from appliance.audit import AuditError
     from appliance.audit.integrity import AuditCorruptError
+    from appliance.system.eventloop import run as run_loop
 
     try:
-        return runner(serve(settings, worker))
+        return run_loop(serve(settings, worker))
     except AuditCorruptError as exc:  # its own status: a supervisor may alert on it; a restart starts a new log
         print(f"appliance: cannot start: {exc}", file=sys.stderr)
         return 3
