@@ -29,8 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from appliance.config import Settings
+from appliance.config import ConfigError, Settings
 from appliance.processes.plan import WorkerPlan
+from appliance.system.listeners import listen_addresses
 
 log = logging.getLogger("appliance")
 
@@ -94,14 +95,11 @@ def make_run_dir() -> Path:
 def hold_ports(settings: Settings) -> list[socket.socket]:
     """Bind the REST and gRPC ports with ``SO_REUSEPORT`` (workers join them) without listening:
     a port another program holds stops the start here, with one clear error."""
-    from appliance.config import ConfigError
-
     held: list[socket.socket] = []
     for name, port in (("server.port", settings.server.port), ("grpc.port", settings.grpc.port)):
         if port == 0 and name == "grpc.port":
             continue
-        for family, _, _, _, address in socket.getaddrinfo(settings.server.host or None, port,
-                                                            type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE):
+        for family, address in listen_addresses(settings.server.host, port):
             sock = socket.socket(family, socket.SOCK_STREAM)
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -14,6 +14,7 @@ import ctypes
 import socket
 import struct
 import sys
+from typing import Any
 
 _SO_ATTACH_FILTER = 26  # <asm-generic/socket.h>; Python's socket module does not export it
 _TCP_INFO_LEN = 32
@@ -43,19 +44,24 @@ _DROP_NEW_SYN = (
 )
 
 
+def listen_addresses(host: str | None, port: int) -> list[tuple[int, tuple[Any, ...]]]:
+    """(family, address) of every address ``host`` resolves to for listening, as asyncio would."""
+    found: list[tuple[int, tuple[Any, ...]]] = []
+    for family, _, _, _, address in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                        flags=socket.AI_PASSIVE):
+        if (family, address) not in found:
+            found.append((family, address))
+    return found
+
+
 def open_listeners(host: str | None, port: int, backlog: int, *, reuse_port: bool = False) -> list[socket.socket]:
     """Bound, listening TCP sockets for every address ``host`` resolves to (as asyncio would):
     the server owns them, so it can filter and measure them while it drains. ``reuse_port``: join
     the port's ``SO_REUSEPORT`` group (one socket, and accept queue, per worker process)."""
     listeners: list[socket.socket] = []
-    seen: set[tuple[int, object]] = set()
     try:
-        for family, _, _, _, address in socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
-                                                            flags=socket.AI_PASSIVE):
-            if (family, address) not in seen:
-                seen.add((family, address))
-                listeners.append(socket.create_server(address, family=family, backlog=backlog,
-                                                      reuse_port=reuse_port))
+        for family, address in listen_addresses(host, port):
+            listeners.append(socket.create_server(address, family=family, backlog=backlog, reuse_port=reuse_port))
     except OSError:
         for sock in listeners:
             sock.close()
