@@ -163,9 +163,10 @@ def build_parts(settings: Settings, worker: WorkerIdentity | None = None) -> Par
     metrics.registry.register(ScrapeCollector(service, repository, lambda: audit_log, lambda: state.ready))
     metrics.registry.register(observability.quality)
     metrics.registry.register(RolloutCollector(router))
-    peers = Peers(worker) if worker is not None else None
     jobs = JobManager(settings, service, audit_log)
-    if worker is not None and peers is not None:
+    peers = None
+    if worker is not None:
+        peers = Peers(worker)
         models.peers = peers.models_changed
         jobs.slots = JobSlots(worker.run_dir, settings.jobs.max_running)
     return Parts(settings, state, metrics, repository, audit_log, auditor, service,

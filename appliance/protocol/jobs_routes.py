@@ -61,31 +61,28 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def get_job(request: web.Request) -> web.Response:
     manager, principal = _manager(request)
-    job = request.match_info["job"]
     try:
-        return _json(manager.get(job, principal.name, principal.may(ADMIN)).as_dict())
-    except JobNotFound:
-        found = await _elsewhere(request, "GET", job, principal)
-        if found is None:
-            raise
-        return web.Response(body=found, content_type="application/json")
+        return _json(manager.get(request.match_info["job"], principal.name, principal.may(ADMIN)).as_dict())
+    except JobNotFound as missing:
+        return await _from_peers(request, "GET", principal, missing)
 
 
 async def cancel_job(request: web.Request) -> web.Response:
     manager, principal = _manager(request)
-    job = request.match_info["job"]
     try:
-        status = await manager.cancel(job, principal.name, principal.may(ADMIN))
-    except JobNotFound:
-        found = await _elsewhere(request, "DELETE", job, principal)
-        if found is None:
-            raise
-        return web.Response(body=found, content_type="application/json")
+        status = await manager.cancel(request.match_info["job"], principal.name, principal.may(ADMIN))
+    except JobNotFound as missing:
+        return await _from_peers(request, "DELETE", principal, missing)
     return _json(status.as_dict())
 
 
-async def _elsewhere(request: web.Request, method: str, job: str, principal: Principal) -> bytes | None:
+async def _from_peers(request: web.Request, method: str, principal: Principal, missing: JobNotFound) -> web.Response:
+    """The answer of the worker that holds the job; ``missing`` again when no worker does."""
     peers = request.app[PARTS].peers
-    if peers is None:
-        return None
-    return await peers.first_found(method, f"/jobs/{quote(job, safe='')}", _asking(principal))
+    found = None
+    if peers is not None:
+        path = f"/jobs/{quote(request.match_info['job'], safe='')}"
+        found = await peers.first_found(method, path, _asking(principal))
+    if found is None:
+        raise missing
+    return web.Response(body=found, content_type="application/json")

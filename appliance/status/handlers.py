@@ -50,10 +50,10 @@ async def status_asset(request: web.Request) -> web.Response:
 async def status_json(request: web.Request) -> web.Response:
     """This worker's document, or with several workers the whole server's (each worker's inside)."""
     doc = build(request.app)
-    parts = request.app[keys.PARTS]
-    if parts.peers is not None and parts.worker is not None:
-        answers = await parts.peers.each("GET", "/v2/status")
-        doc = merge_status(parts.worker.index, doc,
+    peers = request.app[keys.PARTS].peers
+    if peers is not None:
+        answers = await peers.each("GET", "/v2/status")
+        doc = merge_status(peers.identity.index, doc,
                            {a.index: orjson.loads(a.body) if a.status == 200 else None for a in answers})
     return web.Response(body=orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY),
                         content_type="application/json", headers={"Cache-Control": "no-store"})
@@ -62,9 +62,9 @@ async def status_json(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text of the whole server: with several workers, theirs merged (``processes.merge``)."""
     body = generate_latest(request.app[keys.METRICS].registry)
-    parts = request.app[keys.PARTS]
-    if parts.peers is not None and parts.worker is not None:
-        answers = await parts.peers.each("GET", "/metrics")
-        body = merge_expositions([(str(parts.worker.index), body.decode()),
+    peers = request.app[keys.PARTS].peers
+    if peers is not None:
+        answers = await peers.each("GET", "/metrics")
+        body = merge_expositions([(str(peers.identity.index), body.decode()),
                                   *((str(a.index), a.body.decode()) for a in answers if a.status == 200)])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
