@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -136,3 +143,62 @@ async def started_client(settings: Settings, ready_within_s: float = 180.0):  # 
 async def client_for(repository: Path, tmp_path: Path, **groups: dict):  # -> aiohttp TestClient
     """``started_client`` on ``repository`` with state under ``tmp_path`` and some settings changed."""
     return await started_client(settings_for(repository, tmp_path / "state", **groups))
+
+
+def appliance_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m appliance ARGS`` (e.g. ``audit export``), its output captured."""
+    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True, timeout=120)
+
+
+def post_with_id(url: str, doc: dict[str, Any], request_id: str, timeout: float = 30) -> int:
+    """POST ``doc`` with ``X-Request-ID`` (the audit record carries it), past the cache; the status,
+    or -1 when the connection was refused or reset (never answered)."""
+    request = urllib.request.Request(url, data=json.dumps(doc).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", "X-Request-ID": request_id,
+                                              "Cache-Control": "no-cache"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return -1
+
+
+class AnsweredLoad:
+    """Closed-loop clients in threads that remember the request id of every request answered 200."""
+
+    def __init__(self, url: str, doc: dict[str, Any], clients: int) -> None:
+        self.answered: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, args=(url, doc, i)) for i in range(clients)]
+
+    def _client(self, url: str, doc: dict[str, Any], client: int) -> None:
+        n = 0
+        while not self._stop.is_set():
+            request_id = f"c{client}-{n}"
+            if post_with_id(url, doc, request_id, timeout=10) == 200:
+                self.answered.append(request_id)
+            n += 1
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        return self.answered
+
+
+def assert_every_answer_audited(state: Path, answered: list[str]) -> None:
+    """Each answered request id has its audit record, and ``audit verify`` passes."""
+    export = appliance_cli("audit", "export", "--state-dir", str(state), "--format", "jsonl")
+    assert export.returncode == 0, export.stderr
+    recorded = {json.loads(line).get("request_id") for line in export.stdout.splitlines() if line.strip()}
+    missing = [r for r in answered if r not in recorded]
+    assert not missing, f"{len(missing)} answered requests have no audit record: {missing[:5]}"
+    verify = appliance_cli("audit", "verify", "--state-dir", str(state))
+    assert verify.returncode == 0, verify.stdout + verify.stderr

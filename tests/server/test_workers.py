@@ -12,16 +12,12 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
-import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import ServerProcess, start_server, stop_server
+from server_testlib import AnsweredLoad, appliance_cli, assert_every_answer_audited
 
 from appliance.config import load_settings
 from appliance.processes.merge import merge_expositions
@@ -128,47 +124,18 @@ def test_sigterm_drains_every_process(two_workers: ServerProcess) -> None:
     assert two_workers.log().count('"msg":"stopped","drained":true') == 2
 
 
-def _appliance(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "appliance", *args], capture_output=True, text=True)
-
-
-def _post_with_id(url: str, request_id: str) -> int:
-    request = urllib.request.Request(url, data=BODY.encode(), method="POST", headers={
-        "Content-Type": "application/json", "X-Request-ID": request_id, "Cache-Control": "no-cache"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            response.read()
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return -1  # reset or refused: never answered
-
-
 def test_strict_audit_through_the_writer_process_survives_sigkill_of_a_worker_and_the_writer(
         repository: Path, tmp_path: Path) -> None:
     """Workers hand their records to the one audit writer process; strict mode answers only after
     its commit, so SIGKILL of a worker and then of the writer, under load, loses no answered request
     and the chain verifies."""
     state = tmp_path / "state"
-    assert _appliance("audit", "init-keys", "--state-dir", str(state)).returncode == 0
+    assert appliance_cli("audit", "init-keys", "--state-dir", str(state)).returncode == 0
     server = start_server(repository, state, extra_env={
         "APPLIANCE_SERVER_WORKERS": "2", "APPLIANCE_AUDIT_ENABLED": "true", "APPLIANCE_AUDIT_MODE": "strict"})
-    answered: list[str] = []
-    stop = threading.Event()
-
-    def load(client: int) -> None:
-        n = 0
-        while not stop.is_set():
-            request_id = f"c{client}-{n}"
-            if _post_with_id(f"{server.url}/v2/models/digits/infer", request_id) == 200:
-                answered.append(request_id)
-            n += 1
-
-    clients = [threading.Thread(target=load, args=(i,)) for i in range(6)]
+    load = AnsweredLoad(f"{server.url}/v2/models/digits/infer", json.loads(BODY), clients=6)
     try:
-        for client in clients:
-            client.start()
+        load.start()
         time.sleep(1.5)
         os.kill(worker_pids(server)[0], signal.SIGKILL)
         time.sleep(1.5)
@@ -177,18 +144,10 @@ def test_strict_audit_through_the_writer_process_survives_sigkill_of_a_worker_an
         os.kill(writer[0], signal.SIGKILL)
         time.sleep(2.0)
     finally:
-        stop.set()
-        for client in clients:
-            client.join(30)
+        answered = load.stop()
         assert stop_server(server) == 0
     assert len(answered) > 100
-    export = _appliance("audit", "export", "--state-dir", str(state), "--format", "jsonl")
-    assert export.returncode == 0, export.stderr
-    recorded = {json.loads(line).get("request_id") for line in export.stdout.splitlines() if line.strip()}
-    missing = [r for r in answered if r not in recorded]
-    assert not missing, f"{len(missing)} answered requests have no audit record: {missing[:5]}"
-    verify = _appliance("audit", "verify", "--state-dir", str(state))
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert_every_answer_audited(state, answered)
     assert server.log().count("exited: restarting") == 2
 
 
