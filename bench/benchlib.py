@@ -234,14 +234,19 @@ def serve(models: Path, state: Path, *, env: dict[str, str] | None = None, cpus:
         wait_ready(port, process)
         yield Server(process, port, started, time.monotonic() - started, state)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, 30)
         log.close()
+
+
+def stop_process(process: subprocess.Popen[bytes], grace_s: float) -> None:
+    """SIGTERM (a server drains), then SIGKILL if it outlives ``grace_s``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 # --- perf_analyzer ---------------------------------------------------------------------------

@@ -156,13 +156,7 @@ def triton(wrapper: str, repository: Path, log_file: Path, cpus: str | None) -> 
             raise SetupError(f"tritonserver did not become ready ({exc}):\n" + "\n".join(errors[-8:])[-2000:]) from exc
         yield b.Server(process, port, started, time.monotonic() - started, repository)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        b.stop_process(process, 20)
         # the Python backend's stub processes, should any outlive their server
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(process.pid, signal.SIGKILL)
