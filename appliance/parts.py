@@ -89,11 +89,10 @@ class Parts:
             await asyncio.shield(self._loading)
 
     async def _load(self) -> None:
-        await asyncio.to_thread(self.repository.load_all)
+        # A restarted worker: what an operator unloaded stays unloaded.
+        unloaded = self.peers.unloaded.names() if self.peers is not None else set()
+        await asyncio.to_thread(self.repository.load_all, unloaded)
         self._audit_models("model_load")
-        if self.peers is not None:  # a restarted worker: what an operator unloaded stays unloaded
-            for name in sorted(self.peers.unloaded.names()):
-                await self.models.unload(name, "server", broadcast=False)
         self.state.ready = True
         if self.worker is not None:
             self.worker.ready_path().touch()

@@ -19,7 +19,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,13 +112,22 @@ class Repository:
         self._lock = threading.Lock()
 
     # --- discovery and loading (blocking: run in a thread) -------------------------------
-    def load_all(self) -> None:
-        """Scan the repository and load every version the models' version policies select."""
+    def load_all(self, unloaded: Collection[str] = ()) -> None:
+        """Scan the repository and load every version the models' version policies select.
+        ``unloaded``: models an operator unloaded (a restarted worker of a running server): listed
+        as unloaded, as ``unload`` leaves them, without loading them first."""
         if not self.root.is_dir():
             log.error("model repository %s does not exist", self.root)
             return
         for model_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            self.load_model_dir(model_dir)
+            if model_dir.name in unloaded:
+                try:
+                    config: ModelConfig | None = load_model_config(model_dir)
+                except ModelConfigError:
+                    config = None
+                self._set(ModelEntry(model_dir.name, config, error="unloaded"))
+            else:
+                self.load_model_dir(model_dir)
 
     def load_one(self, name: str) -> ModelEntry:
         """Load one model by name (a batch job needs only its own model, not the repository)."""
