@@ -9,8 +9,8 @@ letting every client in, audit as installed (strict, keys generated; ``--no-audi
   the fork or mapped from the same files count once); CPU over 5 idle seconds;
 - open loop at about half of one worker's capacity (perf_analyzer ``--request-rate-range``): the
   server's CPU per request, every process of it read from /proc (supervisor, workers, audit
-  writer). On a 2-core box this is the figure that predicts a bigger one: the load generator
-  takes the second core, so throughput cannot show what a second worker buys;
+  writer), in all and by process. On a 2-core box this is the figure that predicts a bigger one:
+  the load generator takes the second core, so throughput cannot show what a second worker buys;
 - closed loop at concurrency 64, JSON: throughput and p99, for reference.
 """
 
@@ -37,15 +37,28 @@ def server_processes(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
-def cpu_seconds(processes: list[psutil.Process]) -> float:
-    total = 0.0
+def cpu_by_process(processes: list[psutil.Process]) -> dict[int, float]:
+    """CPU seconds (user + system) of each process still alive, by pid."""
+    seconds: dict[int, float] = {}
     for process in processes:
         try:
             times = process.cpu_times()
         except psutil.NoSuchProcess:
             continue
-        total += times.user + times.system
-    return total
+        seconds[process.pid] = times.user + times.system
+    return seconds
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    return sum(cpu_by_process(processes).values())
+
+
+def role(process: psutil.Process, root: int) -> str:
+    """supervisor, audit writer or worker: the writer is the child that serves no HTTP port."""
+    if process.pid == root:
+        return "server" if not process.children() else "supervisor"
+    listening = any(c.status == psutil.CONN_LISTEN for c in process.net_connections(kind="inet"))
+    return "worker" if listening else "audit writer"
 
 
 def memory(processes: list[psutil.Process]) -> dict[str, Any]:
@@ -79,13 +92,19 @@ def measure(workers: int, models: Path, rows: Any, binary: str, interval_ms: int
             closed = b.run_perf(binary, server.port, "digits", data, concurrency=64, interval_ms=interval_ms)
             result["closed_c64"] = {"throughput": round(closed.throughput, 1), "p99_ms": round(closed.p99_ms, 2)}
             offered = rate or round(closed.throughput / 2, -2)
-            before_cpu = cpu_seconds(processes)
+            before_each = cpu_by_process(processes)
+            before_cpu = sum(before_each.values())
             before = b.metric_total(b.scrape(server.port), "appliance_requests_total", status="200")
             opened = b.run_perf(binary, server.port, "digits", data, concurrency=0, interval_ms=interval_ms,
                                 extra=("--request-rate-range", str(offered)))
             after = b.metric_total(b.scrape(server.port), "appliance_requests_total", status="200")
-            used = cpu_seconds(processes) - before_cpu
+            after_each = cpu_by_process(processes)
+            used = sum(after_each.values()) - before_cpu
             answered = max(1.0, after - before)
+            result["cpu_us_per_request_by_process"] = [  # perf_analyzer's few connections may all reach one worker
+                {"pid": p.pid, "role": role(p, server.pid),
+                 "cpu_us": round((after_each.get(p.pid, 0.0) - before_each.get(p.pid, 0.0)) / answered * 1e6, 1)}
+                for p in processes]
             result["open_loop"] = {"offered_per_s": offered, "throughput": round(opened.throughput, 1),
                                    "p50_ms": round(opened.p50_ms, 2), "p99_ms": round(opened.p99_ms, 2),
                                    "cpu_us_per_request": round(used / answered * 1e6, 1), "requests": int(answered)}
