@@ -74,7 +74,8 @@ class InferenceService:
         self.active = 0  # requests inside infer(): the audit log commits early once all of them wait on it
         self.refusals = RefusalPacer(settings.limits.refusals_per_s)
         self._lanes: dict[int, Lane] = {}
-        self._mirrors: dict[tuple[int, bool], Mirror] = {}  # by (mirrored version, is it the candidate)
+        #: By (model, mirrored version, is it the candidate); dropped when that version is retired.
+        self._mirrors: dict[tuple[str, int, bool], Mirror] = {}
         self.observers = list(observers)
 
     # --- the request path --------------------------------------------------------------
@@ -89,12 +90,11 @@ class InferenceService:
             decision = None  # the rollout's pick is not loaded: the default version answers
         # The route the audit record keeps: a rollout's pick, the default version, or the one named.
         ctx.route = decision.route if decision is not None else "explicit" if version else "stable"
-        mirror = self._mirror_lane(model, decision)
         lane.users += 1  # the version is not closed while a request that resolved it is unanswered
         self.active += 1
         answered: bool | None = None  # False: the version failed; None: a refusal or a client's mistake
         try:
-            response = await self._serve(ctx, lane, source, mirror)
+            response = await self._serve(ctx, lane, source, decision)
             answered = True
             return response
         except InferenceFailed:
@@ -104,10 +104,10 @@ class InferenceService:
             self.active -= 1
             lane.users -= 1
             if decision is not None and answered is not None and self.router is not None:
-                self.router.observe(model, ctx.route, time.monotonic() - ctx.started, not answered)
+                self.router.observe(model, decision, time.monotonic() - ctx.started, not answered)
 
     async def _serve(self, ctx: RequestContext, lane: Lane, source: RequestSource,
-                     mirror: Lane | None) -> InferResponse:
+                     decision: Decision | None) -> InferResponse:
         """Admission first: the slot is taken before the body is read and held until the answer,
         so the limit bounds all the work a request costs the event loop, not only its inference."""
         ctx.model, ctx.version = lane.target.name, lane.version_label
@@ -120,7 +120,7 @@ class InferenceService:
         started, in_flight = time.monotonic(), admission.in_flight
         lane.metrics.queue_wait.observe(started - queued)
         try:
-            return await self._admitted(ctx, lane, source, mirror)
+            return await self._admitted(ctx, lane, source, decision)
         finally:
             if ctx.background:  # a job's latency is not what live requests see: the limit does not learn it
                 ctx.pause_s = admission.leave_background(started, self.settings.jobs.live_pace)
@@ -128,7 +128,7 @@ class InferenceService:
                 admission.leave(started, in_flight)  # the slot spans the audit commit: its wait is latency too
 
     async def _admitted(self, ctx: RequestContext, lane: Lane, source: RequestSource,
-                        mirror: Lane | None) -> InferResponse:
+                        decision: Decision | None) -> InferResponse:
         target = lane.target
         request = source if isinstance(source, InferRequest) else await source()
         inputs = lane.validate(request)
@@ -143,19 +143,20 @@ class InferenceService:
                 ctx.cache_hit = True
                 if lane.processing is not None:
                     await lane.count_tokens(inputs, ctx)
-                return await self._answer(lane, request, ctx, cached, wanted, mirror, inputs)
+                return await self._answer(lane, request, ctx, cached, wanted, decision, inputs)
             lane.metrics.cache_miss.inc()
         started = time.monotonic()
         outputs, ctx.batch_size = await lane.infer(inputs, ctx.deadline, ctx)  # + processing
         lane.metrics.inference_seconds.observe(time.monotonic() - started)
         if key is not None:
             self.cache.put(key, outputs, owner=target)
-        return await self._answer(lane, request, ctx, outputs, wanted, mirror, inputs)
+        return await self._answer(lane, request, ctx, outputs, wanted, decision, inputs)
 
     async def _answer(self, lane: Lane, request: InferRequest, ctx: RequestContext, outputs: dict[str, np.ndarray],
-                      wanted: tuple[str, ...], mirror: Lane | None, inputs: dict[str, np.ndarray]) -> InferResponse:
-        if mirror is not None:
-            self._mirror(lane, mirror, inputs, outputs, ctx)
+                      wanted: tuple[str, ...], decision: Decision | None,
+                      inputs: dict[str, np.ndarray]) -> InferResponse:
+        if decision is not None:
+            self._mirror(lane, decision, inputs, outputs, ctx)
         selected = lane.select(outputs, wanted, request)  # classification: top-K labels
         # Batch jobs: one audit record per job (its own), and kept out of the observers, whose
         # drift and confidence signals describe live traffic (a nightly batch is another population).
@@ -199,35 +200,32 @@ class InferenceService:
                 pass
         return self.repository.resolve(model, version)
 
-    def _mirror_lane(self, model: str, decision: Decision | None) -> Lane | None:
-        if decision is None or decision.compare is None:
-            return None
-        try:
-            return self._lane(self.repository.resolve(model, str(decision.compare)))
-        except ApplianceError:
-            return None
-
-    def _mirror(self, lane: Lane, mirror: Lane, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray],
-                ctx: RequestContext) -> None:
+    def _mirror(self, lane: Lane, decision: Decision, inputs: dict[str, np.ndarray],
+                outputs: dict[str, np.ndarray], ctx: RequestContext) -> None:
         """Hand the same inputs to the version the rollout compares with, only with room to spare:
         mirrored work is the first to be shed under load. "Room" is fewer requests in the server
         than twice the runtime's slots (beyond that they queue somewhere, whatever the admission
-        limit allows). Mirrors are gathered and run in batches (``dataplane.mirror``)."""
-        router = self.router
-        if router is None:
+        limit allows); it is checked before anything else, so a shed mirror costs next to nothing.
+        Mirrors are gathered and run in batches (``dataplane.mirror``)."""
+        router, compared = self.router, decision.compare
+        if router is None or compared is None:
             return
         if self.active > 2 * max(1, lane.batcher.slots):
-            router.shed(ctx.model)
+            router.skipped(decision)
             return
         model, candidate = ctx.model, ctx.route != "canary"  # shadow mirrors the candidate, canary the stable
-        key = (id(mirror.target), candidate)
-        mirrors = self._mirrors.get(key)
-        if mirrors is None or mirrors.lane is not mirror:
-            mirrors = self._mirrors[key] = Mirror(
-                mirror, lambda primary, other, requests: self._compared(model, candidate, primary, other, requests))
+        mirrors = self._mirrors.get((model, compared, candidate))
+        if mirrors is None or not mirrors.lane.target.ready:
+            try:
+                mirror = self._lane(self.repository.resolve(model, str(compared)))
+            except ApplianceError:
+                return  # the compared version is not loaded (any more): nothing to compare with
+            mirrors = self._mirrors[(model, compared, candidate)] = Mirror(
+                mirror, lambda primary, other, requests: self._compared(model, candidate, primary, other, requests),
+                lambda requests: router.shed(model, requests))
         rows = next(iter(inputs.values())).shape[0] if lane.target.config.max_batch_size > 0 and inputs else 1
         if not mirrors.offer(inputs, outputs, rows):
-            router.shed(ctx.model)
+            router.skipped(decision)
 
     def _compared(self, model: str, mirror_is_candidate: bool, primary: dict[str, np.ndarray],
                   other: dict[str, np.ndarray] | None, requests: int) -> None:
@@ -237,7 +235,7 @@ class InferenceService:
         if mirror_is_candidate:  # shadow mode: the mirrored answers are the candidate's samples
             router.observe_mirrored(model, requests, failed=other is None)
         if other is not None:
-            router.compared(model, compare(primary, other))
+            router.compared(model, compare(primary, other), requests)
 
     # --- per-version state ---------------------------------------------------------------
     def _lane(self, target: ModelVersion) -> Lane:
@@ -256,7 +254,7 @@ class InferenceService:
             await asyncio.sleep(0.005)
         for version in versions:
             self._lanes.pop(id(version), None)
-            for key in [k for k in self._mirrors if k[0] == id(version)]:
+            for key in [k for k, m in self._mirrors.items() if m.lane.target is version]:
                 del self._mirrors[key]
             self.cache.drop(version)
         await asyncio.to_thread(_close_all, list(versions))

@@ -28,13 +28,6 @@ RolloutEvent = Callable[[Rollout], None]
 _LATENCIES = 2048  # the most recent answers per arm that the p99 comparison looks at
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    version: int
-    route: str  # "stable" | "canary" (the candidate answers)
-    compare: int | None  # a version to mirror this request to, answers only compared
-
-
 @dataclass
 class RolloutStats:
     """What one active rollout has seen so far (reset when its definition changes)."""
@@ -62,6 +55,16 @@ class RolloutStats:
                 "stable_p99_ms": _p99_ms(self.stable_latency), "candidate_p99_ms": _p99_ms(self.candidate_latency)}
 
 
+@dataclass(frozen=True, slots=True)
+class Decision:
+    version: int
+    route: str  # "stable" | "canary" (the candidate answers)
+    compare: int | None  # a version to mirror this request to, answers only compared
+    #: The active rollout's tallies, found once here so that what the request adds to them later
+    #: (its latency, a shed mirror) costs no second look-up of the rollout; None when none is active.
+    stats: RolloutStats | None = None
+
+
 class Router:
     def __init__(self, store: RolloutStore, on_event: RolloutEvent | None = None) -> None:
         self.store = store
@@ -86,12 +89,13 @@ class Router:
             return None
         if not rollout.active:
             return Decision(rollout.stable, "stable", None)
+        stats = self._held(model, rollout)
         if rollout.mode == "shadow":
             mirror = rollout.candidate if random.random() < rollout.share else None
-            return Decision(rollout.stable, "stable", mirror)
+            return Decision(rollout.stable, "stable", mirror, stats)
         if self._to_candidate(rollout, route_keys):
-            return Decision(rollout.candidate, "canary", rollout.stable)
-        return Decision(rollout.stable, "stable", None)
+            return Decision(rollout.candidate, "canary", rollout.stable, stats)
+        return Decision(rollout.stable, "stable", None, stats)
 
     @staticmethod
     def _to_candidate(rollout: Rollout, route_keys: Any) -> bool:
@@ -106,16 +110,20 @@ class Router:
         rollout = self.rollout(model)
         if rollout is None or not rollout.active:
             return None
+        return self._held(model, rollout)
+
+    def _held(self, model: str, rollout: Rollout) -> RolloutStats:
         held = self._stats.get(model)
         if held is None or held[0] is not rollout:  # the watched file parses a changed file into new objects
             held = self._stats[model] = (rollout, RolloutStats())
         return held[1]
 
-    def observe(self, model: str, route: str, latency_s: float, failed: bool) -> None:
-        stats = self.stats(model)
+    def observe(self, model: str, decision: Decision, latency_s: float, failed: bool) -> None:
+        """One answered request that ``decision`` routed: its latency, and whether it failed."""
+        stats = decision.stats
         if stats is None:
             return
-        if route == "canary":
+        if decision.route == "canary":
             stats.candidate_answers += 1
             stats.candidate_errors += failed
             stats.candidate_latency.append(latency_s)
@@ -133,21 +141,29 @@ class Router:
         stats.candidate_errors += requests if failed else 0
         self._evaluate(model, stats)
 
-    def compared(self, model: str, comparison: Comparison) -> None:
+    def compared(self, model: str, comparison: Comparison, requests: int) -> None:
+        """A window of ``requests`` mirrored requests was answered by both versions and compared."""
         stats = self.stats(model)
         if stats is None:
             return
-        stats.mirrored += 1
+        stats.mirrored += requests
         stats.compared_rows += comparison.rows
         stats.agreed_rows += comparison.agreed
         stats.cosine_sum += comparison.cosine_sum
         stats.max_abs_diff = max(stats.max_abs_diff, comparison.max_abs_diff)
         self._evaluate(model, stats)
 
-    def shed(self, model: str) -> None:
+    def shed(self, model: str, requests: int = 1) -> None:
+        """Mirrors skipped because the server was busy (a whole window of them, or one request)."""
         stats = self.stats(model)
         if stats is not None:
-            stats.shed += 1
+            stats.shed += requests
+
+    @staticmethod
+    def skipped(decision: Decision) -> None:
+        """This request's mirror was skipped at once: the server had no room for it."""
+        if decision.stats is not None:
+            decision.stats.shed += 1
 
     def _evaluate(self, model: str, stats: RolloutStats) -> None:
         rollout = self.rollout(model)

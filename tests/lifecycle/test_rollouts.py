@@ -160,3 +160,26 @@ async def test_mirrors_never_take_a_live_requests_slot(repository: Path, tmp_pat
         assert stats["mirrored"] > 0 and stats["agreement"] == 1.0
     finally:
         await client.close()
+
+
+async def test_every_shadowed_request_is_mirrored_or_counted_as_shed(repository: Path, tmp_path: Path) -> None:
+    """Shadow at 100 %: each answered request is either compared on the candidate (in windows of up
+    to the model's batch size) or counted as shed; none is lost between the two counters."""
+    publish_copy(repository / "digits")
+    client = await client_for(repository, tmp_path, limits=LIMITS)
+    try:
+        x, _ = eval_rows(repository, 64)
+        await _put(client, {"stable": 1, "candidate": 2, "mode": "shadow", "share": 1.0,
+                            "thresholds": {"min_samples": 100000}})
+        served = await _versions(client, x, 300, concurrency=4)
+        assert set(served) == {"1"}
+        for _ in range(100):  # the last window runs at most window_s after its first request
+            stats = (await (await client.get("/v2/models/digits/rollout")).json())["stats"]
+            if stats["mirrored"] + stats["shed"] == 300:
+                break
+            await asyncio.sleep(0.02)
+        assert stats["mirrored"] + stats["shed"] == 300, stats
+        assert stats["mirrored"] > 0 and stats["compared_rows"] == stats["mirrored"]  # one row per request
+        assert stats["agreement"] == 1.0 and stats["max_abs_diff"] == 0.0
+    finally:
+        await client.close()
