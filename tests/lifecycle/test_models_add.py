@@ -1,5 +1,6 @@
-"""Bring your own model: `appliance models add` + one load call serve it without a restart, with the
-same answers as ONNX Runtime run directly; what cannot be served is refused and nothing is written;
+"""Bring your own model: `appliance models add` (ONNX file, OpenVINO IR, Hugging Face folder) + one
+load call serve it without a restart, with the same answers as ONNX Runtime run directly; what cannot
+be served is refused and nothing is written; `appliance models remove` takes a version away;
 `appliance rollout` from the command line reaches a running server."""
 
 from __future__ import annotations
@@ -149,3 +150,36 @@ def test_a_folder_that_is_not_a_model_is_refused(tmp_path: Path) -> None:
     result = _appliance("models", "add", str(folder), "--name", "nothing", "--models", str(repository))
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert list(repository.iterdir()) == []
+
+
+async def test_an_openvino_ir_is_added_served_and_removed(repository: Path, tmp_path: Path) -> None:
+    import openvino as ov
+
+    onnx_file = _user_model(tmp_path / "user.onnx")
+    xml = tmp_path / "ir" / "user.xml"
+    ov.save_model(ov.convert_model(str(onnx_file)), str(xml), compress_to_fp16=False)
+    client = await client_for(repository, tmp_path)
+    try:
+        result = await asyncio.to_thread(_appliance, "models", "add", str(xml), "--name", "irscorer",
+                                         "--models", str(repository))
+        assert result.returncode == 0, result.stderr
+        assert (await client.post("/v2/repository/models/irscorer/load")).status == 200
+        x = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
+        response = await client.post("/v2/models/irscorer/infer", json={"inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [4, 3], "data": x.ravel().tolist()}]})
+        assert response.status == 200, await response.text()
+        served = np.array((await response.json())["outputs"][0]["data"], dtype=np.float32).reshape(4, 2)
+        direct = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+        np.testing.assert_allclose(served, direct, atol=1e-5)
+        listed = await asyncio.to_thread(_appliance, "models", "list", "--models", str(repository))
+        assert "irscorer/1\topenvino" in listed.stdout, listed.stdout
+        removed = await asyncio.to_thread(_appliance, "models", "remove", "irscorer/1", "--models", str(repository))
+        assert removed.returncode == 0, removed.stderr
+        assert not (repository / "irscorer" / "1").exists()
+        # Reloaded, the model has no version left: it answers 503 with the reason, nothing stale.
+        assert (await client.post("/v2/repository/models/irscorer/load")).status == 200
+        gone = await client.post("/v2/models/irscorer/infer", json={"inputs": [
+            {"name": "x", "datatype": "FP32", "shape": [4, 3], "data": x.ravel().tolist()}]})
+        assert gone.status == 503 and "no ready version" in (await gone.json())["error"]
+    finally:
+        await client.close()
