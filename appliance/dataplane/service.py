@@ -30,7 +30,7 @@ from appliance.dataplane.mirror import Mirror
 from appliance.dataplane.tensors import InferRequest, InferResponse, tensor_digest
 from appliance.errors import ApplianceError, InferenceFailed, Overloaded, ServiceUnavailable
 from appliance.lifecycle.agreement import compare
-from appliance.lifecycle.router import Decision, Router
+from appliance.lifecycle.router import Decision, RolloutStats, Router
 from appliance.metrics import Metrics
 from appliance.repository import ModelVersion, Repository, close_version
 
@@ -74,8 +74,9 @@ class InferenceService:
         self.active = 0  # requests inside infer(): the audit log commits early once all of them wait on it
         self.refusals = RefusalPacer(settings.limits.refusals_per_s)
         self._lanes: dict[int, Lane] = {}
-        #: By (model, mirrored version, is it the candidate); dropped when that version is retired.
-        self._mirrors: dict[tuple[str, int, bool], Mirror] = {}
+        #: By (answering version, mirrored version number, is it the candidate): the rollout's tallies
+        #: the gatherer reports into, and the gatherer. Dropped when either version is retired.
+        self._mirrors: dict[tuple[int, int, bool], tuple[RolloutStats, Mirror]] = {}
         self.observers = list(observers)
 
     # --- the request path --------------------------------------------------------------
@@ -206,36 +207,39 @@ class InferenceService:
         mirrored work is the first to be shed under load. "Room" is fewer requests in the server
         than twice the runtime's slots (beyond that they queue somewhere, whatever the admission
         limit allows); it is checked before anything else, so a shed mirror costs next to nothing.
-        Mirrors are gathered and run in batches (``dataplane.mirror``)."""
-        router, compared = self.router, decision.compare
-        if router is None or compared is None:
+        Mirrors are gathered and run in batches (``dataplane.mirror``), one gatherer per answering
+        version, compared version and rollout, so a window never mixes two rollouts' answers."""
+        router, compared, stats = self.router, decision.compare, decision.stats
+        if router is None or compared is None or stats is None:
             return
         if self.active > 2 * max(1, lane.batcher.slots):
-            router.skipped(decision)
+            router.shed(stats)
             return
         model, candidate = ctx.model, ctx.route != "canary"  # shadow mirrors the candidate, canary the stable
-        mirrors = self._mirrors.get((model, compared, candidate))
-        if mirrors is None or not mirrors.lane.target.ready:
+        key = (id(lane.target), compared, candidate)
+        held = self._mirrors.get(key)
+        if held is None or held[0] is not stats or not held[1].lane.target.ready:
             try:
-                mirror = self._lane(self.repository.resolve(model, str(compared)))
+                other = self._lane(self.repository.resolve(model, str(compared)))
             except ApplianceError:
                 return  # the compared version is not loaded (any more): nothing to compare with
-            mirrors = self._mirrors[(model, compared, candidate)] = Mirror(
-                mirror, lambda primary, other, requests: self._compared(model, candidate, primary, other, requests),
-                lambda requests: router.shed(model, requests))
+            held = self._mirrors[key] = (stats, Mirror(
+                other, lambda primary, answers, requests: self._compared(model, stats, candidate, primary, answers,
+                                                                         requests),
+                lambda requests: router.shed(stats, requests)))
         rows = next(iter(inputs.values())).shape[0] if lane.target.config.max_batch_size > 0 and inputs else 1
-        if not mirrors.offer(inputs, outputs, rows):
-            router.skipped(decision)
+        if not held[1].offer(inputs, outputs, rows):
+            router.shed(stats)
 
-    def _compared(self, model: str, mirror_is_candidate: bool, primary: dict[str, np.ndarray],
+    def _compared(self, model: str, stats: RolloutStats, mirror_is_candidate: bool, primary: dict[str, np.ndarray],
                   other: dict[str, np.ndarray] | None, requests: int) -> None:
         router = self.router
         if router is None:
             return
         if mirror_is_candidate:  # shadow mode: the mirrored answers are the candidate's samples
-            router.observe_mirrored(model, requests, failed=other is None)
+            router.observe_mirrored(model, stats, requests, failed=other is None)
         if other is not None:
-            router.compared(model, compare(primary, other), requests)
+            router.compared(model, stats, compare(primary, other), requests)
 
     # --- per-version state ---------------------------------------------------------------
     def _lane(self, target: ModelVersion) -> Lane:
@@ -254,7 +258,7 @@ class InferenceService:
             await asyncio.sleep(0.005)
         for version in versions:
             self._lanes.pop(id(version), None)
-            for key in [k for k, m in self._mirrors.items() if m.lane.target is version]:
+            for key in [k for k, (_, m) in self._mirrors.items() if k[0] == id(version) or m.lane.target is version]:
                 del self._mirrors[key]
             self.cache.drop(version)
         await asyncio.to_thread(_close_all, list(versions))

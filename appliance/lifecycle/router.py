@@ -131,21 +131,16 @@ class Router:
         else:
             stats.stable_latency.append(latency_s)
 
-    def observe_mirrored(self, model: str, requests: int, failed: bool) -> None:
+    def observe_mirrored(self, model: str, stats: RolloutStats, requests: int, failed: bool) -> None:
         """Shadow mode: the candidate answered ``requests`` mirrored requests in one batch. Their
-        latency is a batch's, not a request's, so the p99 comparison applies to canary and A/B only."""
-        stats = self.stats(model)
-        if stats is None:
-            return
+        latency is a batch's, not a request's, so the p99 comparison applies to canary and A/B only.
+        ``stats`` are those of the rollout the requests were mirrored under (``Decision.stats``)."""
         stats.candidate_answers += requests
         stats.candidate_errors += requests if failed else 0
         self._evaluate(model, stats)
 
-    def compared(self, model: str, comparison: Comparison, requests: int) -> None:
+    def compared(self, model: str, stats: RolloutStats, comparison: Comparison, requests: int) -> None:
         """A window of ``requests`` mirrored requests was answered by both versions and compared."""
-        stats = self.stats(model)
-        if stats is None:
-            return
         stats.mirrored += requests
         stats.compared_rows += comparison.rows
         stats.agreed_rows += comparison.agreed
@@ -153,20 +148,16 @@ class Router:
         stats.max_abs_diff = max(stats.max_abs_diff, comparison.max_abs_diff)
         self._evaluate(model, stats)
 
-    def shed(self, model: str, requests: int = 1) -> None:
-        """Mirrors skipped because the server was busy (a whole window of them, or one request)."""
-        stats = self.stats(model)
+    @staticmethod
+    def shed(stats: RolloutStats | None, requests: int = 1) -> None:
+        """Mirrors skipped because the server was busy (one request's, or a whole window's)."""
         if stats is not None:
             stats.shed += requests
 
-    @staticmethod
-    def skipped(decision: Decision) -> None:
-        """This request's mirror was skipped at once: the server had no room for it."""
-        if decision.stats is not None:
-            decision.stats.shed += 1
-
     def _evaluate(self, model: str, stats: RolloutStats) -> None:
         rollout = self.rollout(model)
+        if self.stats(model) is not stats:
+            return  # a window mirrored under a rollout that has since changed: counted, decides nothing
         if rollout is None or stats.candidate_answers < rollout.thresholds.min_samples:
             return
         why = breach(rollout, stats)
