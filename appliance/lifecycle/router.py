@@ -149,16 +149,15 @@ class Router:
         self._evaluate(model, stats)
 
     @staticmethod
-    def shed(stats: RolloutStats | None, requests: int = 1) -> None:
+    def shed(stats: RolloutStats, requests: int = 1) -> None:
         """Mirrors skipped because the server was busy (one request's, or a whole window's)."""
-        if stats is not None:
-            stats.shed += requests
+        stats.shed += requests
 
     def _evaluate(self, model: str, stats: RolloutStats) -> None:
         rollout = self.rollout(model)
-        if self.stats(model) is not stats:
-            return  # a window mirrored under a rollout that has since changed: counted, decides nothing
-        if rollout is None or stats.candidate_answers < rollout.thresholds.min_samples:
+        if rollout is None or not rollout.active or self._held(model, rollout) is not stats:
+            return  # e.g. a window mirrored under a rollout that has since changed: counted, decides nothing
+        if stats.candidate_answers < rollout.thresholds.min_samples:
             return
         why = breach(rollout, stats)
         if why:

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnxruntime as ort
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient
 from onnx import TensorProto, helper, numpy_helper
 from server_testlib import client_for
 
@@ -39,6 +41,12 @@ def _user_model(path: Path) -> Path:
     return path
 
 
+async def _infer_x(client: TestClient, model: str, x: np.ndarray) -> ClientResponse:
+    """The user model's one input ``x`` over OIP JSON."""
+    return await client.post(f"/v2/models/{model}/infer", json={"inputs": [
+        {"name": "x", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]})
+
+
 async def test_an_added_onnx_model_serves_after_one_load_call(repository: Path, tmp_path: Path) -> None:
     client = await client_for(repository, tmp_path)
     try:
@@ -50,8 +58,7 @@ async def test_an_added_onnx_model_serves_after_one_load_call(repository: Path, 
         assert "max_batch_size = 64" in toml and 'name = "x"' in toml and "dims = [3]" in toml
         assert (await client.post("/v2/repository/models/scorer/load")).status == 200
         x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
-        response = await client.post("/v2/models/scorer/infer", json={"inputs": [
-            {"name": "x", "datatype": "FP32", "shape": [5, 3], "data": x.ravel().tolist()}]})
+        response = await _infer_x(client, "scorer", x)
         assert response.status == 200, await response.text()
         served = np.array((await response.json())["outputs"][0]["data"], dtype=np.float32).reshape(5, 2)
         direct = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
@@ -165,8 +172,7 @@ async def test_an_openvino_ir_is_added_served_and_removed(repository: Path, tmp_
         assert result.returncode == 0, result.stderr
         assert (await client.post("/v2/repository/models/irscorer/load")).status == 200
         x = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
-        response = await client.post("/v2/models/irscorer/infer", json={"inputs": [
-            {"name": "x", "datatype": "FP32", "shape": [4, 3], "data": x.ravel().tolist()}]})
+        response = await _infer_x(client, "irscorer", x)
         assert response.status == 200, await response.text()
         served = np.array((await response.json())["outputs"][0]["data"], dtype=np.float32).reshape(4, 2)
         direct = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
@@ -178,8 +184,7 @@ async def test_an_openvino_ir_is_added_served_and_removed(repository: Path, tmp_
         assert not (repository / "irscorer" / "1").exists()
         # Reloaded, the model has no version left: it answers 503 with the reason, nothing stale.
         assert (await client.post("/v2/repository/models/irscorer/load")).status == 200
-        gone = await client.post("/v2/models/irscorer/infer", json={"inputs": [
-            {"name": "x", "datatype": "FP32", "shape": [4, 3], "data": x.ravel().tolist()}]})
+        gone = await _infer_x(client, "irscorer", x)
         assert gone.status == 503 and "no ready version" in (await gone.json())["error"]
     finally:
         await client.close()
