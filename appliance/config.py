@@ -101,8 +101,9 @@ class LimitsSettings:
                           "get 429 + Retry-After at once, before their body is read. Off: the fixed "
                           "`max_concurrency` plus a waiting queue of `max_queue`. `model.toml` may override.",
                           True)
-    adaptive_tolerance: float = _doc("How much slower than no-load a typical request may become before the "
-                                     "adaptive limit shrinks (a ratio of 90th-percentile latencies).", 1.3)
+    adaptive_tolerance: float = _doc("How much slower than no-load the slowest 1 % of requests may become "
+                                     "before the adaptive limit stops growing or shrinks (a ratio of "
+                                     "99th-percentile latencies).", 1.5)
     max_concurrency: int = _doc("Per-version in-flight cap: the adaptive limit's ceiling, or the fixed "
                                 "limit when `adaptive` is off; `model.toml` may override.", 64)
     max_queue: int = _doc("Waiting-queue length beyond the fixed limit (adaptive admission queues "

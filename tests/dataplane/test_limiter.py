@@ -1,5 +1,5 @@
-"""The adaptive limit against a simulated server: it finds the concurrency where latency starts to
-grow, refuses to be talked up by a long overload, and never leaves its floor and cap."""
+"""The adaptive limit against a simulated server: it finds the concurrency where the latency tail
+starts to grow, refuses to be talked up by a long overload, and never leaves its floor and cap."""
 
 from __future__ import annotations
 
@@ -15,17 +15,21 @@ class Clock:
 
 
 def simulate(limiter: GradientLimit, clock: Clock, latency_at: object, seconds: float,
-             offered: int = 256) -> list[int]:
+             offered: int = 256, tail_at: object = None) -> list[int]:
     """A closed loop of ``offered`` clients against a server whose latency depends on the number
-    in flight: each step admits up to the limit and answers them all after that latency."""
+    in flight: each step admits up to the limit and answers them all after that latency; with
+    ``tail_at``, one answer in 50 takes that latency instead (a tail the median does not show)."""
     limits = []
     end = clock.now + seconds
+    answered = 0
     while clock.now < end:
         in_flight = min(offered, limiter.effective)
         latency = latency_at(in_flight)  # type: ignore[operator]
         clock.now += latency
         for _ in range(in_flight):
-            limiter.observe(latency, in_flight)
+            answered += 1
+            slow = tail_at is not None and answered % 50 == 0
+            limiter.observe(tail_at(in_flight) if slow else latency, in_flight)  # type: ignore[operator]
         limits.append(limiter.limit)
     return limits
 
@@ -37,6 +41,26 @@ def test_a_server_whose_latency_grows_with_concurrency_settles_near_the_knee() -
     limits = simulate(limiter, clock, lambda n: 0.001 * n, seconds=20)
     assert abs(limiter.noload_s - 0.001) < 1e-9
     assert max(limits[-50:]) <= 2  # 1.5 × no-load admits at most one more request than the floor
+
+
+def test_a_tail_that_grows_before_the_median_stops_the_limit() -> None:
+    clock = Clock()
+    limiter = GradientLimit(LimitSettings(initial=16, floor=1, cap=64), clock)
+    # The median stays flat at every level (batching hides it), but one answer in 50 waits behind
+    # the others: 0.5 ms × in flight. Up to 3 in flight that tail is within 1.5 × no-load p99 (1 ms
+    # at one request in flight); past it, 2 % of answers are slow, more than a p99 allows.
+    limits = simulate(limiter, clock, lambda n: 0.0005, seconds=30,
+                      tail_at=lambda n: max(0.001, 0.0005 * n))
+    assert abs(limiter.noload_s - 0.001) < 1e-9
+    settled = limits[len(limits) // 2:]
+    assert max(settled) <= 4 and sum(1 for limit in settled if limit == 3) > 0.8 * len(settled)
+
+
+def test_a_cold_start_leaves_the_initial_limit_within_its_first_windows() -> None:
+    clock = Clock()
+    limiter = GradientLimit(LimitSettings(initial=16, floor=1, cap=64), clock)
+    simulate(limiter, clock, lambda n: 0.001 * n, seconds=0.5)
+    assert limiter.limit <= 2
 
 
 def test_a_batching_server_is_allowed_the_concurrency_that_costs_little_latency() -> None:

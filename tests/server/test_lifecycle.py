@@ -24,7 +24,10 @@ from server_testlib import (
 
 def test_sigterm_finishes_admitted_requests_then_exits_zero(repository: Path, tmp_path: Path) -> None:
     publish_heavy_model(repository, width=2048, layers=16)
-    server = start_server(repository, tmp_path / "state", extra_env={"APPLIANCE_RUNTIME_NIREQ": "1"})
+    # Every client let in: the adaptive limit would hold a cold model to one request at a time
+    # while it measures the no-load latency, and this test needs several in flight at SIGTERM.
+    server = start_server(repository, tmp_path / "state",
+                          extra_env={"APPLIANCE_RUNTIME_NIREQ": "1", "APPLIANCE_LIMITS_ADAPTIVE": "false"})
     try:
         x = np.random.default_rng(2).standard_normal((64, 2048)).astype(np.float32)
         doc = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [64, 2048], "data": x.ravel().tolist()}]}
