@@ -15,7 +15,8 @@ a client's timeout see:
 - **the level's verdict**: answers of windows in which the limit was reached (so they describe
   it) are counted against ``tolerance`` × the no-load p99. Once ``tail_samples`` are in, a level whose
   slow answers stay within 1 % grows by one step (additive increase: the tail allows more, so
-  by Little's law throughput grew); one with clearly more (1 % + 2) shrinks in proportion to
+  by Little's law throughput grew); one with clearly more (1 % + 2, checked as the answers come
+  in, so a level past the knee costs a few slow answers, not a hundred) shrinks in proportion to
   how far its p99 is off (multiplicative decrease: only latency grew); in between it collects
   more. A level whose very median is past the target shrinks after ``min_samples`` answers,
   which is what makes a cold start or a sudden slowdown cheap.
@@ -112,7 +113,11 @@ class GradientLimit:
         if in_flight <= self.limit:  # else admitted under a higher limit, since given up
             self._window.append(latency_s)
         now = self._clock()
-        if now - self._window_start >= self.settings.window_s:
+        # A slow answer at the limit closes the window at once, so the level is judged on it now
+        # rather than after a window's worth of answers at a level that may be past the knee.
+        slow_at_limit = (self._peak_in_flight >= self.limit and self.noload_s > 0
+                         and latency_s > self.noload_s * self.settings.tolerance)
+        if slow_at_limit or now - self._window_start >= self.settings.window_s:
             self._close_window(now)
 
     def _close_window(self, now: float) -> None:
@@ -135,15 +140,22 @@ class GradientLimit:
         """The current level's verdict, if its answers give one yet."""
         level, target = self._level, self.noload_s * self.settings.tolerance
         slow = sum(1 for latency in level if latency > target)
-        if len(level) >= self.settings.tail_samples:
-            allowed = TAIL_SHARE * len(level)
+        allowed = TAIL_SHARE * len(level)
+        if len(level) < self.settings.min_samples:
+            return
+        if 2 * slow > len(level):  # the very median is past the target: cut in proportion at once
+            self._shrink(target / sorted(level)[len(level) // 2], now)
+        elif slow >= allowed + 2:
+            # Judged as the answers come (a sequential test), not after a fixed count: every slow
+            # answer of a level being tried counts against the p99 of all answers, so a level
+            # that is clearly past the knee is left after a few of them. A p99 from a few hundred
+            # answers is noisy: step down by at most a quarter.
+            self._shrink(max(0.75, target / tail_of(level)), now)
+        elif len(level) >= self.settings.tail_samples:
             if slow <= allowed:
                 self._grow(now)
-            elif slow >= allowed + 2 or len(level) >= 4 * self.settings.tail_samples:
-                # A p99 from a few hundred answers is noisy: step down by at most a quarter.
+            elif len(level) >= 4 * self.settings.tail_samples:
                 self._shrink(max(0.75, target / tail_of(level)), now)
-        elif len(level) >= self.settings.min_samples and 2 * slow > len(level):
-            self._shrink(target / sorted(level)[len(level) // 2], now)
 
     def _grow(self, now: float) -> None:
         self._level = []

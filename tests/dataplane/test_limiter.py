@@ -87,3 +87,21 @@ def test_floor_and_cap_hold_and_the_probe_remeasures_no_load() -> None:
     simulate(limiter, clock, lambda n: 0.003 * max(1.0, n / 2), seconds=3)
     assert abs(limiter.noload_s - 0.003) < 1e-9
     assert limiter.effective >= limiter.floor
+
+
+def test_a_level_past_the_knee_is_left_after_a_few_slow_answers() -> None:
+    clock = Clock()
+    limiter = GradientLimit(LimitSettings(initial=1, floor=1, cap=64), clock)
+    # One request at a time is fast; two at once double the latency (past 1.5 × no-load), so every
+    # answer given at 2 in flight counts against the p99: the controller must leave that level
+    # after a handful of them each time it tries it, not after a hundred.
+    answers_at_two = 0
+    end = 30.0
+    while clock.now < end:
+        in_flight = limiter.effective
+        clock.now += 0.001 * in_flight
+        for _ in range(in_flight):
+            answers_at_two += in_flight == 2
+            limiter.observe(0.001 * in_flight, in_flight)
+    answered = 30.0 / 0.001  # about one answer per millisecond whatever the level
+    assert answers_at_two < 0.002 * answered  # measured: 5 tries of 8 answers in 30 s
