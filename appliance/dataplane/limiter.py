@@ -139,10 +139,10 @@ class GradientLimit:
     def _judge(self, now: float) -> None:
         """The current level's verdict, if its answers give one yet."""
         level, target = self._level, self.noload_s * self.settings.tolerance
-        slow = sum(1 for latency in level if latency > target)
-        allowed = TAIL_SHARE * len(level)
         if len(level) < self.settings.min_samples:
             return
+        slow = sum(1 for latency in level if latency > target)
+        allowed = TAIL_SHARE * len(level)
         if 2 * slow > len(level):  # the very median is past the target: cut in proportion at once
             self._shrink(target / sorted(level)[len(level) // 2], now)
         elif slow >= allowed + 2:

@@ -80,13 +80,15 @@ class InputSource:
         assert self._dataset is not None
         start: list[tuple[str, int]] = []  # (file, first row group to read)
         for name in self._dataset.files:
-            metadata = pq.read_metadata(name)
             group = 0
-            while start == [] and group < metadata.num_row_groups and skip >= metadata.row_group(group).num_rows:
-                skip -= metadata.row_group(group).num_rows
-                group += 1
-            if start or group < metadata.num_row_groups:
-                start.append((name, group))
+            if not start:  # still skipping: only these footers are read here
+                metadata = pq.read_metadata(name)
+                while group < metadata.num_row_groups and skip >= metadata.row_group(group).num_rows:
+                    skip -= metadata.row_group(group).num_rows
+                    group += 1
+                if group == metadata.num_row_groups:
+                    continue
+            start.append((name, group))
 
         def batches() -> Iterator[pa.RecordBatch]:
             for name, first in start:
