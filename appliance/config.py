@@ -141,7 +141,8 @@ class RuntimeSettings:
                       "number of infer requests).", 0)
     compiled_cache: bool = _doc("Keep OpenVINO compiled-model blobs under "
                                 "`<state_dir>/ov-cache` so restarts are fast.", True)
-    threads: int = _doc("Inference threads per model (0 = runtime default).", 0)
+    threads: int = _doc("Inference threads per model version, all its runtime slots together (0 = the "
+                        "CPUs this process may use).", 0)
 
 
 @dataclass(frozen=True)

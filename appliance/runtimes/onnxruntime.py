@@ -83,6 +83,20 @@ def _usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def intra_op_threads(total: int, slots: int) -> int:
+    """The session's intra-op pool size that keeps ``slots`` concurrent runs within ``total`` threads.
+
+    ``threads`` is the model's total, as for OpenVINO. The pool is the session's, shared by every
+    run in flight, and each run's calling thread works in it too: ``slots`` callers plus
+    ``size - 1`` pool threads. A pool of ``total`` per session oversubscribed the cores: a batch job
+    on two cores (two runs in flight, two-thread pool, plus its reader and writer threads) ran at
+    187k rows/s, at a pool of one at 232k (docs/benchmarks.md, batch). An explicit size also stops
+    ONNX Runtime's default of one thread per physical core pinned to it, which escapes the process's
+    CPU affinity (taskset, systemd CPUAffinity=).
+    """
+    return max(1, total - slots + 1)
+
+
 def load_onnxruntime(model_path: Path, *, device: str, nireq: int, threads: int,
                      model_bytes: bytes | None = None) -> OnnxRuntimeModel:
     import onnxruntime as ort
@@ -90,10 +104,8 @@ def load_onnxruntime(model_path: Path, *, device: str, nireq: int, threads: int,
     providers, label = onnxruntime_providers(device, ort.get_available_providers())
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Left at 0, ONNX Runtime sizes its pool to the machine's physical cores and pins each thread
-    # to a core, escaping the process's CPU affinity (taskset, systemd CPUAffinity=): size it to
-    # the CPUs this process may use instead (an explicit count also turns the pinning off).
-    options.intra_op_num_threads = threads or _usable_cpus()
+    slots = max(1, nireq or 2)
+    options.intra_op_num_threads = intra_op_threads(threads or _usable_cpus(), slots)
     # Idle pool threads spin-wait for the next run by default: in a server that shares its cores
     # with the event loop and the audit writer, spinning takes the CPU they need (on two cores the
     # bundled model served 3.2k req/s at 1.6 cores busy with spinning, see docs/benchmarks.md).
@@ -104,4 +116,4 @@ def load_onnxruntime(model_path: Path, *, device: str, nireq: int, threads: int,
                                        sess_options=options, providers=providers)
     except Exception as exc:
         raise RuntimeLoadError(f"ONNX Runtime could not load {model_path.name}: {exc}") from exc
-    return OnnxRuntimeModel(session, label, max(1, nireq or 2))
+    return OnnxRuntimeModel(session, label, slots)
