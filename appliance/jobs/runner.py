@@ -40,7 +40,7 @@ from appliance.jobs.output import OutputFolder
 from appliance.jobs.readers import InputSource, open_input
 from appliance.jobs.tables import output_table, rejects_table
 from appliance.repository import ModelVersion
-from appliance.system.threadsched import defer_to_event_loop
+from appliance.system.threadsched import yield_to_live_work
 from modelrepo import MANIFEST_NAME, sha256_file
 
 log = logging.getLogger("appliance.jobs")
@@ -115,7 +115,7 @@ class JobRunner:
         # Three threads of its own (waiting for chunks, digesting, committing) rather than the loop's
         # shared pool: each thread that touches chunk-sized buffers keeps allocator caches, and a
         # job's memory should not grow with the threads it happened to land on.
-        self._threads = ThreadPoolExecutor(3, thread_name_prefix="job", initializer=defer_to_event_loop)
+        self._threads = ThreadPoolExecutor(3, thread_name_prefix="job", initializer=yield_to_live_work)
 
     async def run(self) -> JobStatus:
         """Run to the end; the status says how it ended (an exception is re-raised after)."""
@@ -268,7 +268,7 @@ class JobRunner:
               chunk_rows: int, out: queue.Queue[_Chunk | BaseException | None]) -> None:
         """The reader thread: lets the event loop keep its core (SCHED_BATCH; SCHED_IDLE was tried:
         a thread that holds the GIL and gets no core stalled the loop for 0.6 s) and stops when told."""
-        defer_to_event_loop()
+        yield_to_live_work()
         try:
             for chunk in _chunks(source, bindings, plan, skip, chunk_rows, self.spec.allow_nan):
                 while not self._stop.is_set():

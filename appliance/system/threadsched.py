@@ -25,3 +25,20 @@ def defer_to_event_loop() -> bool:
     except OSError:
         return False
     return True
+
+
+def yield_to_live_work() -> bool:
+    """Best effort, for the calling thread: ``SCHED_BATCH`` and the lowest nice level (19).
+
+    For a batch job's threads in the server. At nice 0 a job thread in a CPU burst (a chunk's
+    Parquet write, its digest) keeps the core for a scheduler slice when a live request wakes the
+    event loop; at nice 19 its weight is 15 against the loop's 1024, so the loop gets the core at
+    once, and the job still runs (unlike ``SCHED_IDLE``, under which a job thread that held the
+    GIL and got no core stalled the loop for 0.6 s).
+    """
+    deferred = defer_to_event_loop()
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 19)  # on Linux ``who = 0`` is the calling thread
+    except (AttributeError, OSError):
+        return deferred
+    return True

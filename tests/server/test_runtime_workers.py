@@ -13,6 +13,7 @@ import pytest
 from appliance.runtimes import load_model
 from appliance.runtimes.workers import WorkerThreads
 from appliance.system.threadname import os_thread_names
+from appliance.system.threadsched import yield_to_live_work
 
 
 def test_every_call_runs_and_a_failing_call_leaves_the_worker_alive(caplog: pytest.LogCaptureFixture) -> None:
@@ -45,6 +46,23 @@ def test_workers_do_not_preempt_the_event_loop() -> None:
     workers.shutdown()
     assert policies == [os.SCHED_BATCH]
     assert os.sched_getscheduler(0) != os.SCHED_BATCH  # the caller's own thread is left alone
+
+
+@pytest.mark.usefixtures("sched_batch_allowed")
+def test_batch_job_threads_yield_to_live_work_and_leave_other_threads_alone() -> None:
+    """A job's threads: SCHED_BATCH at nice 19 (the thread only); the event loop's thread keeps nice 0."""
+    seen: list[tuple[bool, int, int]] = []
+
+    def job_thread() -> None:
+        applied = yield_to_live_work()
+        seen.append((applied, os.sched_getscheduler(0), os.getpriority(os.PRIO_PROCESS, 0)))
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    probe = threading.Thread(target=job_thread)
+    probe.start()
+    probe.join()
+    assert seen == [(True, os.SCHED_BATCH, 19)]
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before
 
 
 def test_onnxruntime_batches_run_on_named_workers(repository: Path) -> None:
