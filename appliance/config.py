@@ -227,8 +227,9 @@ class JobsSettings:
                            "(adaptive) in-flight limit are in flight and no live request waits; otherwise it "
                            "waits (never refused), so live traffic keeps the slots it needs.", 0.5)
     live_pace: float = _doc("While live requests are being answered, a job pauses this many times as long as "
-                            "each of its requests took before sending the next (3: at most a quarter of its "
-                            "flat-out rate); alone, it runs flat out. 0: never pause.", 3.0)
+                            "each of its requests took before sending the next, and as its last commit took "
+                            "before the next commit (3: at most a quarter of its flat-out rate); alone, it runs "
+                            "flat out. 0: never pause.", 3.0)
 
 
 @dataclass(frozen=True)

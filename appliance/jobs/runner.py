@@ -112,6 +112,8 @@ class JobRunner:
         self.target: ModelVersion | None = None
         self.folder: OutputFolder | None = None
         self._stop = threading.Event()
+        self._live_seen = False  # the last request was told to pause: live requests are being answered
+        self._commit_s = 0.0  # how long the last commit took
         # Three threads of its own (waiting for chunks, digesting, committing) rather than the loop's
         # shared pool: each thread that touches chunk-sized buffers keeps allocator caches, and a
         # job's memory should not grow with the threads it happened to land on.
@@ -195,6 +197,12 @@ class JobRunner:
                 input_digest = await digesting
                 if committing is not None:
                     await committing
+                    if self._live_seen and self._commit_s:
+                        # Live requests are being answered: their audit records wait for an fsync
+                        # that queues behind this job's commit on the same file system, so the
+                        # job's commits are paced like its requests (live p99 with a job: see
+                        # docs/benchmarks.md, "Batch prediction").
+                        await asyncio.sleep(self.service.settings.jobs.live_pace * self._commit_s)
                 committing = loop.run_in_executor(self._threads, self._commit, folder, chunk, outputs, input_digest)
                 committing.add_done_callback(lambda _f: self._progress(started_rows, started))
             if committing is not None:
@@ -229,6 +237,7 @@ class JobRunner:
                              protocol="batch", operation=f"batch job {self.status.id}", use_cache=False,
                              background=True)
         response = await self.service.infer(ctx, self.spec.model, str(self.target.version), InferRequest(inputs))
+        self._live_seen = ctx.pause_s > 0
         if ctx.pause_s:
             await asyncio.sleep(ctx.pause_s)  # live traffic is being served: leave it the CPU
         return response.outputs
@@ -237,12 +246,13 @@ class JobRunner:
                 input_digest: str) -> None:
         """In the job's commit thread: join the chunk's outputs, build its tables, make it durable."""
         assert self.target is not None
-        target = self.target
+        target, started = self.target, time.monotonic()
         outputs = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]} if parts else {}
         table = output_table(chunk.row_ids, outputs, target.name, str(target.version),
                              target.config.labels, self.spec.top_k)
         folder.commit(table, rejects_table(chunk.rejects), chunk.rows, input_digest,
                       tensor_digest(outputs) if outputs else "")
+        self._commit_s = time.monotonic() - started
 
     def _progress(self, started_rows: int, started: float) -> None:
         assert self.folder is not None
