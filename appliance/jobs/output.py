@@ -105,6 +105,7 @@ class OutputFolder:
             _write_parquet(table, self.path / name)
         if rejects is not None and rejects.num_rows:
             _write_parquet(rejects, self.path / REJECTS / name)
+            _fsync_directory(self.path / REJECTS)  # the journal's rename below fsyncs only the output folder
         progress.chunks += 1
         progress.rows_done += rows
         progress.rows_ok += table.num_rows
@@ -145,7 +146,12 @@ def _replace(target: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, target)
-    directory = os.open(target.parent, os.O_RDONLY)
+    _fsync_directory(target.parent)
+
+
+def _fsync_directory(path: Path) -> None:
+    """Make the renames inside ``path`` durable."""
+    directory = os.open(path, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
