@@ -62,6 +62,10 @@ def _measure(port: int, model: str, bodies: list[bytes], concurrency: int, secon
     limits = [s for s in after if s.name == "appliance_admission_limit" and s.labels.get("model") == model]
     if limits:
         summary["admission_limit"] = limits[0].value
+    noload = [s for s in after if s.name == "appliance_admission_noload_latency_seconds"
+              and s.labels.get("model") == model]
+    if noload:
+        summary["limiter_noload_p99_ms"] = round(noload[0].value * 1000, 3)  # what the limiter measured
     return summary
 
 
