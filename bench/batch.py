@@ -209,21 +209,23 @@ def realtime(models: Path, path: Path, work: Path, seconds: float, rounds: int =
     without, with_job, jobs = [], [], []
     affinity = os.sched_getaffinity(0)
     os.sched_setaffinity(0, {0})
-    with serve(models, work / "state", env=env, cpus="1") as server:
-        base = f"http://{server.url}"
-        url = f"{base}/v2/models/digits/infer"
-        bodies = json_bodies(digits_rows(models, 256))
-        closed = asyncio.run(run_load(url, bodies, concurrency=16, seconds=5))
-        capacity = closed.statuses[200] / 5
-        rate = min(capacity / 2, MAX_LIVE_RATE)
-        for i in range(rounds):
+    try:
+        with serve(models, work / "state", env=env, cpus="1") as server:
+            base = f"http://{server.url}"
+            url = f"{base}/v2/models/digits/infer"
+            bodies = json_bodies(digits_rows(models, 256))
+            closed = asyncio.run(run_load(url, bodies, concurrency=16, seconds=5))
+            capacity = closed.statuses[200] / 5
+            rate = min(capacity / 2, MAX_LIVE_RATE)
+            for i in range(rounds):
+                without.append(asyncio.run(open_loop(url, bodies, rate, seconds)))
+                job_id = _submit(base, f"out{i}")
+                time.sleep(1.0)  # the job is running flat out before the window opens
+                with_job.append(asyncio.run(open_loop(url, bodies, rate, seconds)))
+                jobs.append(_finish(base, job_id))
             without.append(asyncio.run(open_loop(url, bodies, rate, seconds)))
-            job_id = _submit(base, f"out{i}")
-            time.sleep(1.0)  # the job is running flat out before the window opens
-            with_job.append(asyncio.run(open_loop(url, bodies, rate, seconds)))
-            jobs.append(_finish(base, job_id))
-        without.append(asyncio.run(open_loop(url, bodies, rate, seconds)))
-    os.sched_setaffinity(0, affinity)
+    finally:
+        os.sched_setaffinity(0, affinity)
     lagging = [w["send_lag_p99_ms"] for w in without + with_job if w["send_lag_p99_ms"] > MAX_SEND_LAG_MS]
     p99_without = sorted(w["p99_ms"] for w in without)
     p99_with = sorted(w["p99_ms"] for w in with_job)

@@ -30,6 +30,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -152,8 +153,8 @@ def flood(models: Path, work: Path, model: str, concurrency: int, seconds: float
     if passes > 1:
         medians = {label: {"server_p99_ms": float(np.median([r["server_p99_ms"] for r in rows])),
                            "ok_per_s": float(np.median([r["ok_per_s"] for r in rows])),
-                           "statuses": {k: v for r in rows for k, v in r["statuses"].items()},
-                           "errors": {k: v for r in rows for k, v in r["errors"].items()}}
+                           "statuses": dict(sum((Counter(r["statuses"]) for r in rows), Counter())),
+                           "errors": dict(sum((Counter(r["errors"]) for r in rows), Counter()))}
                    for label, rows in runs.items()}
         out["verdict on medians"] = verdict(medians, concurrency, fixed)
     return out

@@ -89,8 +89,8 @@ def intra_op_threads(total: int, slots: int) -> int:
     ``threads`` is the model's total, as for OpenVINO. The pool is the session's, shared by every
     run in flight, and each run's calling thread works in it too: ``slots`` callers plus
     ``size - 1`` pool threads. A pool of ``total`` per session oversubscribed the cores: a batch job
-    on two cores (two runs in flight, two-thread pool, plus its reader and writer threads) ran at
-    187k rows/s, at a pool of one at 232k (docs/benchmarks.md, batch). An explicit size also stops
+    of the 1024→1536→1536→1000 MLP on two cores (two runs in flight, plus the job's own threads)
+    ran at 11.5-12.2k rows/s with a two-thread pool, 13.1-13.4k with one. An explicit size also stops
     ONNX Runtime's default of one thread per physical core pinned to it, which escapes the process's
     CPU affinity (taskset, systemd CPUAffinity=).
     """
